@@ -1,0 +1,150 @@
+"""Pending studies in the spool: group acknowledged instances by study, decide when one is due.
+
+State lives on disk where a person can see it: ``.bridge/spool/<study-key>~<stamp>/<sop>.dcm``.
+A study is *open* while instances may still join it; the zipper *claims* it once it has been
+quiet for the timeout, and from then on new instances of the same study start a new folder
+(so a late instance never slips into a ZIP being written and gets lost with its folder).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import re
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+_UID = re.compile(r"[0-9][0-9.]{0,63}")
+_GENERATION_SEPARATOR = "~"
+
+
+def safe_key(uid: str) -> str:
+    """A file-name-safe key for a UID: the UID itself when well formed, else a hash of it."""
+    uid = uid.strip().rstrip("\x00")
+    if _UID.fullmatch(uid):
+        return uid
+    return "x" + hashlib.sha1(uid.encode("utf-8", "replace")).hexdigest()
+
+
+@dataclass
+class PendingStudy:
+    """One spool folder: a study's instances received so far."""
+
+    key: str
+    folder: Path
+    last_arrival: float
+    image_count: int = 0
+    not_before: float = 0.0  # a retry after a transient zipping failure waits until then
+    attempts: int = 0
+
+    def due_at(self, timeout: float) -> float:
+        return max(self.last_arrival + timeout, self.not_before)
+
+
+@dataclass
+class Aggregator:
+    """Thread-safe bookkeeping of pending studies (receiver threads store, the zipper claims)."""
+
+    spool: Path
+    timeout_seconds: float
+    clock: Callable[[], float] = time.monotonic
+    _open: dict[str, PendingStudy] = field(default_factory=dict)
+    _closed: list[PendingStudy] = field(default_factory=list)
+    _changed: threading.Condition = field(default_factory=threading.Condition)
+
+    def recover(self) -> list[PendingStudy]:
+        """Adopt the spool folders left by an earlier run; their timeout starts again now."""
+        now = self.clock()
+        recovered: list[PendingStudy] = []
+        with self._changed:
+            for folder in sorted(self.spool.iterdir()):
+                if not folder.is_dir():
+                    continue
+                files = [f for f in folder.iterdir() if f.suffix == ".dcm"]
+                if not files:
+                    shutil.rmtree(folder, ignore_errors=True)
+                    continue
+                key = folder.name.rsplit(_GENERATION_SEPARATOR, 1)[0]
+                study = PendingStudy(key=key, folder=folder, last_arrival=now, image_count=len(files))
+                previous = self._open.get(key)
+                if previous is not None:
+                    self._closed.append(previous)  # older generation: zip it, take no more
+                self._open[key] = study
+                recovered.append(study)
+            self._changed.notify_all()
+        return recovered
+
+    def store(self, study_uid: str, sop_uid: str, received_file: Path) -> PendingStudy:
+        """Move a received file into its study's spool folder (same SOP UID: stored once)."""
+        key = safe_key(study_uid)
+        with self._changed:
+            study = self._open.get(key)
+            created = study is None
+            if study is None:
+                folder = self.spool / f"{key}{_GENERATION_SEPARATOR}{time.time_ns()}"
+                folder.mkdir()
+                study = PendingStudy(key=key, folder=folder, last_arrival=self.clock())
+            target = study.folder / f"{safe_key(sop_uid)}.dcm"
+            is_duplicate = target.exists()
+            _move(received_file, target)
+            if created:
+                self._open[key] = study
+                self._changed.notify_all()
+            study.last_arrival = self.clock()
+            if not is_duplicate:
+                study.image_count += 1
+            return study
+
+    def claim_due(self) -> list[PendingStudy]:
+        """Take the studies whose quiet time is over; no instance joins them afterwards."""
+        now = self.clock()
+        with self._changed:
+            due = [s for s in self._closed if s.due_at(self.timeout_seconds) <= now]
+            self._closed = [s for s in self._closed if s not in due]
+            for key, study in list(self._open.items()):
+                if study.due_at(self.timeout_seconds) <= now:
+                    due.append(self._open.pop(key))
+            return due
+
+    def retry_later(self, study: PendingStudy, delay_seconds: float) -> None:
+        """Put a claimed study back (e.g. the disk was full); it is tried again after the delay."""
+        with self._changed:
+            study.not_before = self.clock() + delay_seconds
+            study.attempts += 1
+            self._closed.append(study)
+            self._changed.notify_all()
+
+    def wait_for_work(self, stop: threading.Event, max_wait: float = 1.0) -> None:
+        """Block until the next study may be due, something changed, or ``max_wait`` passed."""
+        with self._changed:
+            deadlines = [s.due_at(self.timeout_seconds) for s in (*self._open.values(), *self._closed)]
+            wait = max_wait if not deadlines else min(max_wait, max(0.0, min(deadlines) - self.clock()))
+            if wait > 0 and not stop.is_set():
+                self._changed.wait(wait)
+
+    def wake(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    def pending(self) -> list[PendingStudy]:
+        """A snapshot for status displays."""
+        with self._changed:
+            return [*self._open.values(), *self._closed]
+
+
+def _move(source: Path, target: Path) -> None:
+    """Rename into place; copy then delete when the temp folder is on another file system."""
+    try:
+        os.replace(source, target)
+    except OSError as err:
+        if err.errno != errno.EXDEV:
+            raise
+        partial = target.with_suffix(".part")
+        shutil.copyfile(source, partial)
+        os.replace(partial, target)
+        os.unlink(source)

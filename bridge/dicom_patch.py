@@ -1,0 +1,165 @@
+"""Rewrite one top-level text element of a received DICOM file, leaving every other byte alone.
+
+The recipient IDs must leave the file, but the PACS's bytes must not: no decoding and
+re-encoding of the dataset (which would change padding, VRs, private tags or pixel data).
+We locate the element's header and value in the file and splice in the new value, adjusting a
+legacy group-length element if one covers it. Deflated datasets are inflated, spliced and
+deflated again (their *dataset* bytes stay as received; only the deflate stream changes).
+"""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.tag import Tag
+
+DEFLATED_TS = "1.2.840.10008.1.2.1.99"
+
+# Explicit-VR elements whose header has 2 reserved bytes and a 4-byte length.
+_LONG_HEADER_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}
+_BINARY_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UV", "AT", "FL", "FD", "SL", "SS", "UL", "US"}
+_COPY_CHUNK = 1024 * 1024
+
+
+class PatchError(ValueError):
+    """The element cannot be rewritten in place (binary VR, undefined length, …)."""
+
+
+@dataclass(frozen=True)
+class ElementSpan:
+    """Where one element sits in the dataset stream and how it is encoded."""
+
+    tag: int
+    vr: str
+    header_start: int
+    value_start: int
+    value_length: int
+    implicit_vr: bool
+    little_endian: bool
+    group_length_value_at: int | None  # offset of the (gggg,0000) UL value, if present
+
+    @property
+    def end(self) -> int:
+        return self.value_start + self.value_length
+
+
+def find_element(dataset: Dataset, tag: int) -> ElementSpan | None:
+    """The span of a top-level element in a dataset read by ``dcmread`` (not yet accessed)."""
+    tag = Tag(tag)
+    if tag not in dataset:
+        return None
+    raw = dataset.get_item(tag)
+    if not isinstance(raw, RawDataElement) or raw.value_tell is None:
+        raise PatchError(f"element {tag} was already decoded; cannot locate its bytes")
+    if raw.length == 0xFFFFFFFF:
+        raise PatchError(f"element {tag} has undefined length")
+    vr = raw.VR or "UN"
+    if raw.is_implicit_VR:
+        header_length = 8
+    else:
+        header_length = 12 if vr in _LONG_HEADER_VRS else 8
+    if vr in _BINARY_VRS:
+        raise PatchError(f"element {tag} has binary VR {vr}, not text")
+    group_length_at = None
+    group_tag = Tag(tag.group, 0)
+    if group_tag in dataset:
+        group_raw = dataset.get_item(group_tag)
+        if isinstance(group_raw, RawDataElement) and group_raw.value_tell is not None and group_raw.length == 4:
+            group_length_at = group_raw.value_tell
+    return ElementSpan(
+        tag=int(tag), vr=vr, header_start=raw.value_tell - header_length, value_start=raw.value_tell,
+        value_length=raw.length, implicit_vr=raw.is_implicit_VR, little_endian=raw.is_little_endian,
+        group_length_value_at=group_length_at,
+    )
+
+
+def encode_element(span: ElementSpan, value: bytes) -> bytes:
+    """Header + value for ``span``'s tag and VR with a new value (padded to even length)."""
+    if len(value) % 2:
+        value += b" "
+    order = "<" if span.little_endian else ">"
+    tag = Tag(span.tag)
+    header = struct.pack(f"{order}HH", tag.group, tag.element)
+    if span.implicit_vr:
+        header += struct.pack(f"{order}L", len(value))
+    elif span.vr in _LONG_HEADER_VRS:
+        header += span.vr.encode("ascii") + b"\x00\x00" + struct.pack(f"{order}L", len(value))
+    else:
+        if len(value) > 0xFFFF:
+            raise PatchError(f"new value too long for VR {span.vr}")
+        header += span.vr.encode("ascii") + struct.pack(f"{order}H", len(value))
+    return header + value
+
+
+def _replacement(span: ElementSpan, new_value: bytes | None) -> bytes:
+    return b"" if not new_value else encode_element(span, new_value)
+
+
+def _patched_head(head: bytearray, span: ElementSpan, delta: int) -> bytearray:
+    """Fix a legacy group length (gggg,0000) that covers the element, if the file has one."""
+    if span.group_length_value_at is not None and delta:
+        at = span.group_length_value_at
+        order = "<" if span.little_endian else ">"
+        (old,) = struct.unpack_from(f"{order}L", head, at)
+        struct.pack_into(f"{order}L", head, at, old + delta)
+    return head
+
+
+def splice_file(source: BinaryIO, target: BinaryIO, span: ElementSpan, new_value: bytes | None) -> None:
+    """Copy ``source`` to ``target`` with the element replaced (or removed when value is empty).
+
+    ``span`` offsets are absolute file offsets (pydicom's case for non-deflated files). Only
+    the bytes before the element are held in memory; the rest is streamed.
+    """
+    replacement = _replacement(span, new_value)
+    delta = len(replacement) - (span.end - span.header_start)
+    source.seek(0)
+    head = bytearray(source.read(span.header_start))
+    target.write(_patched_head(head, span, delta))
+    target.write(replacement)
+    source.seek(span.end)
+    shutil.copyfileobj(source, target, _COPY_CHUNK)
+
+
+def splice_deflated(source: BinaryIO, target: BinaryIO, span: ElementSpan, new_value: bytes | None,
+                    dataset_offset: int) -> None:
+    """As :func:`splice_file` for a deflated dataset: ``span`` is relative to the inflated stream."""
+    source.seek(0)
+    meta = source.read(dataset_offset)
+    inflated = zlib.decompress(source.read(), -zlib.MAX_WBITS)
+    replacement = _replacement(span, new_value)
+    delta = len(replacement) - (span.end - span.header_start)
+    head = _patched_head(bytearray(inflated[: span.header_start]), span, delta)
+    patched = bytes(head) + replacement + inflated[span.end :]
+    compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -zlib.MAX_WBITS)
+    target.write(meta)
+    target.write(compressor.compress(patched) + compressor.flush())
+
+
+def dataset_offset(source: BinaryIO) -> int:
+    """Offset of the dataset after the 128-byte preamble, 'DICM' and the group-0002 meta."""
+    source.seek(128)
+    if source.read(4) != b"DICM":
+        raise PatchError("not a DICOM Part-10 file (no DICM prefix)")
+    position = 132
+    while True:
+        header = source.read(8)
+        if len(header) < 8:
+            return position
+        group, _element = struct.unpack("<HH", header[:4])
+        if group != 0x0002:
+            return position
+        vr = header[4:6].decode("ascii", "replace")
+        if vr in _LONG_HEADER_VRS:
+            (length,) = struct.unpack("<L", source.read(4))
+            position += 12 + length
+        else:
+            (length,) = struct.unpack("<H", header[6:8])
+            position += 8 + length
+        source.seek(position)

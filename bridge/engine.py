@@ -1,0 +1,146 @@
+"""The engine: one object that owns the workers of one storage folder.
+
+Used as-is by the headless runner and by the terminal UI. It is started from validated
+Settings and reports through the EventBus and the log book only.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from pathlib import Path
+
+from .aggregator import Aggregator, PendingStudy
+from .events import EventBus, StudyRouted
+from .layout import StorageLayout
+from .ownership import FolderOwnership
+from .logbook import FAILED, RECEIVE, SERVICE, SUCCESS, WARNING, INFO, LogBook, LogEntry
+from .receiver import Receiver, clear_incoming
+from .settings import Settings
+from .textlog import setup_text_log
+from .zipper import Zipper, ZippingAborted, is_transient, study_log_fields
+
+log = logging.getLogger(__name__)
+
+DISK_FULL_RETRY_SECONDS = 60.0
+
+
+class Engine:
+    """Receiver + aggregator + zipper over one storage folder."""
+
+    def __init__(self, settings: Settings, *, log_to_stderr: bool = False, bind_address: str = "") -> None:
+        self.settings = settings
+        self.layout = StorageLayout(settings.storage_folder)
+        self.layout.ensure()
+        self.ownership = FolderOwnership(self.layout.work)
+        self.ownership.acquire()  # raises FolderOwnedElsewhere before touching anything
+        self.bus = EventBus()
+        self._log_handler = setup_text_log(self.layout.text_log, to_stderr=log_to_stderr)
+        self.logbook = LogBook(self.layout.logbook_db, self.bus)
+        self.stopping = threading.Event()
+        self.aggregator = Aggregator(self.layout.spool, settings.timeout_seconds)
+        self.zipper = Zipper(self.layout, settings.crid_tag, self.stopping)
+        self.receiver: Receiver | None = None
+        self._bind_address = bind_address
+        self._zip_thread = threading.Thread(target=self._zip_loop, name="zipper", daemon=True)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        """Recover what an earlier run left, then open the listener (may raise ReceiverStartError)."""
+        self._recover()
+        if self.settings.receive_enabled:
+            self.receiver = Receiver(
+                layout=self.layout, aggregator=self.aggregator, logbook=self.logbook, bus=self.bus,
+                ae_title=self.settings.receive_ae_title, port=self.settings.receive_port,
+                min_free_mb=self.settings.min_free_mb, bind_address=self._bind_address,
+            )
+            self.receiver.start()
+        self._zip_thread.start()
+        self.logbook.add(LogEntry(action=SERVICE, status=INFO, detail=self._start_detail()))
+
+    def stop(self, grace_seconds: float = 10.0) -> None:
+        """No new associations; running ones get ``grace_seconds``; nothing half-written is left."""
+        if self.receiver is not None:
+            self.receiver.stop(grace_seconds)
+        self.stopping.set()
+        self.aggregator.wake()
+        if self._zip_thread.is_alive():
+            self._zip_thread.join(timeout=grace_seconds + 30)
+        self.logbook.add(LogEntry(action=SERVICE, status=INFO, detail="bridge stopped"))
+        self.logbook.close()
+        logging.getLogger("bridge").removeHandler(self._log_handler)
+        self._log_handler.close()
+        self.ownership.release()
+
+    def _start_detail(self) -> str:
+        if self.receiver is None:
+            return f"bridge started; receiving is disabled; storage {self.layout.root}"
+        return (f"bridge started; receiving on port {self.settings.receive_port} as "
+                f"{self.settings.receive_ae_title}; storage {self.layout.root}")
+
+    def _recover(self) -> None:
+        clear_incoming(self.layout)
+        for leftover in self.layout.staging.iterdir():  # half-written ZIPs of a crash
+            leftover.unlink() if leftover.is_file() else shutil.rmtree(leftover, ignore_errors=True)
+        recovered = self.aggregator.recover()
+        if recovered:
+            images = sum(s.image_count for s in recovered)
+            self.logbook.add(LogEntry(action=RECEIVE, status=INFO,
+                                      detail=f"resumed {len(recovered)} pending studies ({images} images) "
+                                             f"from an earlier run; zipping after the timeout"))
+
+    # -- zipping ------------------------------------------------------------------------------
+    def _zip_loop(self) -> None:
+        while not self.stopping.is_set():
+            for study in self.aggregator.claim_due():
+                if self.stopping.is_set():
+                    break
+                self.route_study(study)
+            self.aggregator.wait_for_work(self.stopping)
+
+    def route_study(self, study: PendingStudy) -> None:
+        """Zip one claimed study into an inbox, or keep it visibly in Inbox_Failed."""
+        try:
+            outcome = self.zipper.zip_study(study)
+        except ZippingAborted:
+            return  # stays in the spool; zipped after the restart
+        except Exception as err:  # noqa: BLE001 - every failure is logged and the data kept
+            self._handle_zip_failure(study, err)
+            return
+        shutil.rmtree(study.folder, ignore_errors=True)
+        summary = outcome.summary
+        status = WARNING if summary.warnings else SUCCESS
+        where = outcome.target.parent.name
+        detail = f"{summary.image_count} images zipped into {where}"
+        if not summary.crids:
+            detail += " (no recipient IDs: forward manually)"
+        if summary.warnings:
+            detail += "; " + "; ".join(summary.warnings)
+        self.logbook.add(LogEntry(action=RECEIVE, status=status, detail=detail, target=str(outcome.target),
+                                  **study_log_fields(summary)))
+        self.bus.publish(StudyRouted(study_key=study.key, target=str(outcome.target), status=status))
+
+    def _handle_zip_failure(self, study: PendingStudy, err: Exception) -> None:
+        if is_transient(err):
+            self.aggregator.retry_later(study, DISK_FULL_RETRY_SECONDS)
+            if study.attempts == 1:
+                self.logbook.add(LogEntry(action=RECEIVE, status=WARNING, image_count=study.image_count,
+                                          detail=f"cannot zip study {study.key}: disk full ({err}); "
+                                                 f"the images stay in the spool and zipping is retried"))
+            return
+        reason = f"zipping study {study.key} failed: {err}"
+        log.exception("zipping %s failed", study.key)
+        try:
+            target = self.zipper.move_to_failed(study, reason)
+        except OSError as move_err:
+            self.aggregator.retry_later(study, DISK_FULL_RETRY_SECONDS)
+            reason += f"; moving it to {self.layout.inbox_failed.name} failed too ({move_err}), kept in the spool"
+            target = study.folder
+        self.logbook.add(LogEntry(action=RECEIVE, status=FAILED, detail=reason, image_count=study.image_count,
+                                  target=str(target)))
+        self.bus.publish(StudyRouted(study_key=study.key, target=str(target), status=FAILED))
+
+    @property
+    def storage(self) -> Path:
+        return self.layout.root

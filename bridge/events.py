@@ -1,0 +1,81 @@
+"""The one narrow interface between the engine and anything watching it (the TUI, tests).
+
+Workers publish small immutable events; subscribers get them on the worker's thread and must
+return quickly (the Textual app forwards them with ``post_message``, which is thread-safe).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Callable, Union
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LogBookEntryAdded:
+    """A row was written to the log book (its id lets a reader fetch the row)."""
+
+    entry_id: int
+    action: str
+    status: str
+
+
+@dataclass(frozen=True)
+class InstanceStored:
+    """One C-STORE was acknowledged and its file is in the spool."""
+
+    study_key: str
+    pending_images: int
+
+
+@dataclass(frozen=True)
+class StudyRouted:
+    """A study left the spool: its ZIP (or failed folder) is in ``target``."""
+
+    study_key: str
+    target: str
+    status: str
+
+
+@dataclass(frozen=True)
+class ReceiverStateChanged:
+    """The receiver started listening, stopped, or could not start (``error`` says why)."""
+
+    listening: bool
+    port: int
+    error: str = ""
+
+
+BridgeEvent = Union[LogBookEntryAdded, InstanceStored, StudyRouted, ReceiverStateChanged]
+Subscriber = Callable[[BridgeEvent], None]
+
+
+class EventBus:
+    """Fan-out of engine events to subscribers; a failing subscriber never breaks a worker."""
+
+    def __init__(self) -> None:
+        self._subscribers: list[Subscriber] = []
+        self._lock = threading.Lock()
+
+    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
+        with self._lock:
+            self._subscribers.append(subscriber)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if subscriber in self._subscribers:
+                    self._subscribers.remove(subscriber)
+
+        return unsubscribe
+
+    def publish(self, event: BridgeEvent) -> None:
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for subscriber in subscribers:
+            try:
+                subscriber(event)
+            except Exception:  # noqa: BLE001 - a broken listener must not stop reception
+                log.exception("event subscriber failed on %r", event)

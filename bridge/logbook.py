@@ -1,0 +1,109 @@
+"""The persistent log book: one SQLite row per action (receive, send, error, cleanup).
+
+SQLite in WAL mode lets the terminal UI (possibly another process) read while the service
+writes. Rows carry the manual's columns plus ``detail`` (error text) and ``target`` (ZIP or
+folder). Rows older than ``RETENTION_DAYS`` are pruned so the file cannot grow forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from .events import EventBus, LogBookEntryAdded
+
+log = logging.getLogger(__name__)
+
+RETENTION_DAYS = 365
+
+# Actions and statuses shown in the Log Book's columns.
+RECEIVE = "Receive"
+SEND = "Send"
+CLEANUP = "Cleanup"
+SERVICE = "Service"
+SUCCESS = "Success"
+WARNING = "Warning"
+FAILED = "Failed"
+INFO = "Info"
+
+_COLUMNS = (
+    "timestamp", "patient_name", "birth_date", "study_date", "modality", "image_count",
+    "study_description", "action", "status", "crid", "detail", "target",
+)
+
+
+@dataclass
+class LogEntry:
+    """One log-book row; study fields stay empty for entries not about one study."""
+
+    action: str
+    status: str
+    detail: str = ""
+    patient_name: str = ""
+    birth_date: str = ""
+    study_date: str = ""
+    modality: str = ""
+    image_count: int = 0
+    study_description: str = ""
+    crid: str = ""
+    target: str = ""
+    timestamp: str = field(default_factory=lambda: datetime.now().astimezone().isoformat(timespec="seconds"))
+    entry_id: int | None = None
+
+
+class LogBook:
+    """Thread-safe writer/reader of the log book file."""
+
+    def __init__(self, path: Path, bus: EventBus | None = None) -> None:
+        self.path = path
+        self._bus = bus
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, timeout=10)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS entries (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+            + ", ".join(f"{name} {'INTEGER' if name == 'image_count' else 'TEXT'}" for name in _COLUMNS)
+            + ")"
+        )
+        self._db.commit()
+
+    def add(self, entry: LogEntry) -> LogEntry:
+        """Store a row, mirror it to the text log, and announce it on the event bus."""
+        values = asdict(entry)
+        with self._lock:
+            cursor = self._db.execute(
+                f"INSERT INTO entries ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
+                [values[name] for name in _COLUMNS],
+            )
+            self._db.commit()
+            entry.entry_id = cursor.lastrowid
+        level = logging.ERROR if entry.status == FAILED else logging.WARNING if entry.status == WARNING else logging.INFO
+        log.log(level, "%s %s: %s %s %s", entry.action, entry.status, entry.patient_name,
+                entry.target, entry.detail)
+        if self._bus is not None:
+            self._bus.publish(LogBookEntryAdded(entry.entry_id or 0, entry.action, entry.status))
+        return entry
+
+    def newest(self, limit: int = 500) -> list[LogEntry]:
+        """The newest rows first, as the Log Book screen shows them."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT id, {', '.join(_COLUMNS)} FROM entries ORDER BY id DESC LIMIT ?", (limit,)
+            ).fetchall()
+        return [LogEntry(entry_id=row[0], **dict(zip(_COLUMNS, row[1:]))) for row in rows]
+
+    def prune(self, now: datetime | None = None) -> int:
+        """Delete rows older than the retention period; returns how many went."""
+        cutoff = ((now or datetime.now().astimezone()) - timedelta(days=RETENTION_DAYS)).isoformat(timespec="seconds")
+        with self._lock:
+            cursor = self._db.execute("DELETE FROM entries WHERE timestamp < ?", (cutoff,))
+            self._db.commit()
+        return cursor.rowcount
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,202 @@
+"""The DICOM receiver (Storage SCP): every storage SOP class, every transfer syntax, C-ECHO.
+
+pynetdicom streams each C-STORE straight into a file (``STORE_RECV_CHUNKED_DATASET``), so
+the dataset is never decoded and re-encoded: what the PACS sent is what we keep. The handler
+does as little as possible (the GIL is shared by all associations): read the Study Instance
+UID, rename the file into its study's spool folder, answer. Success is answered only after
+the rename, so an acknowledged instance is always on disk; otherwise 0xA700 and the PACS
+keeps the image and retries.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pynetdicom import AE, _config, evt
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from .aggregator import Aggregator, safe_key
+from .events import EventBus, InstanceStored, ReceiverStateChanged
+from .instance import read_study_uid
+from .layout import StorageLayout, free_megabytes
+from .logbook import FAILED, RECEIVE, WARNING, LogBook, LogEntry
+
+log = logging.getLogger(__name__)
+
+# Receive C-STORE datasets as files, and accept any storage-like SOP class (private ones too)
+# in the first transfer syntax the sender proposes. Both are process-wide pynetdicom switches.
+_config.STORE_RECV_CHUNKED_DATASET = True
+_config.UNRESTRICTED_STORAGE_SERVICE = True
+
+STATUS_SUCCESS = 0x0000
+STATUS_OUT_OF_RESOURCES = 0xA700
+STATUS_CANNOT_UNDERSTAND = 0xC000
+NOTICE_INTERVAL_SECONDS = 60.0
+MAX_PDU_BYTES = 1024 * 1024  # large PDUs mean fewer Python round trips per image
+
+
+class ReceiverStartError(RuntimeError):
+    """The listener could not be opened; the message says how to fix it."""
+
+
+def explain_bind_error(err: OSError, port: int) -> str:
+    if isinstance(err, PermissionError) or err.errno == errno.EACCES:
+        return (f"cannot listen on port {port}: ports below 1024 need privileges on Linux. "
+                f"Use a port of 1024 or above (e.g. 11112) and point the PACS at it, or grant the "
+                f"capability: sudo setcap 'cap_net_bind_service=+ep' $(readlink -f $(which python3)), "
+                f"or run under systemd with AmbientCapabilities=CAP_NET_BIND_SERVICE")
+    if err.errno == errno.EADDRINUSE:
+        return (f"cannot listen on port {port}: it is already in use by another program "
+                f"(another DICOM receiver or a second bridge?). Find it with: ss -ltnp 'sport = :{port}'")
+    return f"cannot listen on port {port}: {err.strerror or err}"
+
+
+@dataclass
+class _Throttle:
+    """Log a repeated refusal once a minute, not once per image."""
+
+    last: dict[str, float]
+
+    def due(self, reason: str) -> bool:
+        now = time.monotonic()
+        if now - self.last.get(reason, -NOTICE_INTERVAL_SECONDS) >= NOTICE_INTERVAL_SECONDS:
+            self.last[reason] = now
+            return True
+        return False
+
+
+class Receiver:
+    """Owns the pynetdicom AE and its listening socket."""
+
+    def __init__(self, *, layout: StorageLayout, aggregator: Aggregator, logbook: LogBook, bus: EventBus,
+                 ae_title: str, port: int, min_free_mb: int, bind_address: str = "") -> None:
+        self.layout = layout
+        self.aggregator = aggregator
+        self.logbook = logbook
+        self.bus = bus
+        self.ae_title = ae_title
+        self.port = port
+        self.min_free_mb = min_free_mb
+        self.bind_address = bind_address
+        self._server = None
+        self._ae: AE | None = None
+        self._throttle = _Throttle({})
+        self._active = 0
+        self._active_lock = threading.Condition()
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        # pynetdicom writes incoming datasets with NamedTemporaryFile in the default temp
+        # folder; pointing it into the storage folder makes the hand-over a cheap rename.
+        tempfile.tempdir = str(self.layout.incoming)
+        ae = AE(ae_title=self.ae_title)
+        ae.maximum_pdu_size = MAX_PDU_BYTES
+        ae.maximum_associations = 32
+        ae.network_timeout = 60
+        ae.dimse_timeout = 60
+        ae.acse_timeout = 30
+        ae.add_supported_context(Verification)
+        handlers = [
+            (evt.EVT_C_STORE, self._handle_store),
+            (evt.EVT_C_ECHO, lambda event: STATUS_SUCCESS),
+            (evt.EVT_ESTABLISHED, self._association_started),
+            (evt.EVT_RELEASED, self._association_ended),
+            (evt.EVT_ABORTED, self._association_ended),
+        ]
+        try:
+            self._server = ae.start_server((self.bind_address, self.port), block=False, evt_handlers=handlers)
+        except OSError as err:
+            message = explain_bind_error(err, self.port)
+            self.bus.publish(ReceiverStateChanged(listening=False, port=self.port, error=message))
+            raise ReceiverStartError(message) from None
+        self._ae = ae
+        log.info("receiver listening on port %d as %s", self.port, self.ae_title)
+        self.bus.publish(ReceiverStateChanged(listening=True, port=self.port))
+
+    def stop(self, grace_seconds: float = 10.0) -> None:
+        """Stop accepting; let running associations finish for a while, then abort them."""
+        if self._server is None:
+            return
+        self._server.shutdown()  # closes the listening socket; no new associations
+        deadline = time.monotonic() + grace_seconds
+        with self._active_lock:
+            while self._active > 0 and time.monotonic() < deadline:
+                self._active_lock.wait(max(0.0, deadline - time.monotonic()))
+        if self._ae is not None:
+            self._ae.shutdown()  # aborts what is left; unacknowledged images are resent by the PACS
+        self._server = None
+        self.bus.publish(ReceiverStateChanged(listening=False, port=self.port))
+
+    @property
+    def listening(self) -> bool:
+        return self._server is not None
+
+    # -- event handlers (run on pynetdicom's association threads) -----------------------------
+    def _association_started(self, event: evt.Event) -> None:
+        with self._active_lock:
+            self._active += 1
+
+    def _association_ended(self, event: evt.Event) -> None:
+        with self._active_lock:
+            self._active = max(0, self._active - 1)
+            self._active_lock.notify_all()
+
+    def _handle_store(self, event: evt.Event) -> int:
+        received = Path(event.dataset_path)
+        sop_uid = str(event.request.AffectedSOPInstanceUID or "")
+        calling = event.assoc.requestor.ae_title
+        if self.min_free_mb and free_megabytes(self.layout.root) < self.min_free_mb:
+            self._refuse("disk", f"free space on {self.layout.root} is below {self.min_free_mb} MB; "
+                         f"images are refused (0xA700) so the PACS keeps and retries them")
+            return STATUS_OUT_OF_RESOURCES
+        try:
+            study_uid = read_study_uid(received)
+        except Exception as err:  # noqa: BLE001 - any unreadable dataset is refused, kept visible
+            self._keep_unreadable(received, sop_uid, calling, err)
+            return STATUS_CANNOT_UNDERSTAND
+        try:
+            study = self.aggregator.store(study_uid, sop_uid, received)
+        except OSError as err:
+            self._refuse(f"io:{err.errno}", f"cannot store an image from {calling} in the spool: "
+                         f"{err.strerror or err}; answered 0xA700 so the PACS retries")
+            return STATUS_OUT_OF_RESOURCES
+        self.bus.publish(InstanceStored(study_key=study.key, pending_images=study.image_count))
+        return STATUS_SUCCESS
+
+    def _refuse(self, reason_key: str, detail: str) -> None:
+        if self._throttle.due(reason_key):
+            self.logbook.add(LogEntry(action=RECEIVE, status=WARNING, detail=detail))
+
+    def _keep_unreadable(self, received: Path, sop_uid: str, calling: str, err: Exception) -> None:
+        """Copy a dataset we cannot parse to Inbox_Failed (once per SOP UID) and log it."""
+        folder = self.layout.inbox_failed / f"unreadable_{safe_key(sop_uid or received.name)}"
+        detail = (f"image {sop_uid or '?'} from {calling} is not readable DICOM ({err}); "
+                  f"refused with 0xC000, a copy is in {folder}")
+        try:
+            folder.mkdir(exist_ok=True)
+            shutil.copyfile(received, folder / "received.dcm")
+            (folder / "reason.txt").write_text(detail + "\n", encoding="utf-8")
+        except OSError as copy_err:
+            detail += f" (copy failed: {copy_err})"
+        self.logbook.add(LogEntry(action=RECEIVE, status=FAILED, detail=detail, target=str(folder)))
+
+
+def clear_incoming(layout: StorageLayout) -> int:
+    """Delete partial receptions left by a crash: they were never acknowledged, the PACS resends."""
+    removed = 0
+    for leftover in layout.incoming.iterdir():
+        try:
+            leftover.unlink() if leftover.is_file() else shutil.rmtree(leftover)
+            removed += 1
+        except OSError:
+            log.warning("cannot remove leftover %s", leftover)
+    return removed
+
+

@@ -1,0 +1,256 @@
+"""Settings: one schema, read from and written to a commented TOML file.
+
+Every setting is described once here (section, key, default, one-line help, validator); that
+text becomes the comment in the config file and, later, the help on the Settings screen.
+The file is written with tomlkit so an admin's comments, key order and unknown keys survive.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import platformdirs
+import tomlkit
+
+APP_NAME = "dicombridge"
+
+
+class SettingsError(ValueError):
+    """A setting is missing its allowed form; the message names key, value and allowed range."""
+
+
+def _int_in(low: int, high: int) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"must be a whole number from {low} to {high}")
+        if not low <= value <= high:
+            raise ValueError(f"must be from {low} to {high}")
+        return value
+
+    return check
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("must be true or false")
+    return value
+
+
+def _ae_title(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be text of 1-16 characters")
+    if not 1 <= len(value) <= 16:
+        raise ValueError("must be 1-16 characters long")
+    if not value.isascii():
+        raise ValueError("must use plain ASCII characters")
+    if "\\" in value or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("must not contain a backslash or control characters")
+    if not value.strip():
+        raise ValueError("must not be all spaces")
+    return value
+
+
+def _hex4(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9A-Fa-f]{4}", value):
+        raise ValueError('must be 4 hex digits, e.g. "0010"')
+    return value.upper()
+
+
+_HOSTNAME = re.compile(r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
+
+
+def _host(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be an IPv4/IPv6 address or a host name")
+    if value == "":
+        return value  # not configured yet: sending stays off until a host is set
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    if not _HOSTNAME.fullmatch(value):
+        raise ValueError("must be an IPv4/IPv6 address or a host name")
+    return value
+
+
+def _folder(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("must be a folder path")
+    return value
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    """One setting: where it lives in the file, its default, help text and validator."""
+
+    section: str
+    key: str
+    default: Any
+    help: str
+    validate: Callable[[Any], Any]
+
+    @property
+    def name(self) -> str:
+        return f"{self.section}.{self.key}"
+
+
+SETTINGS: tuple[SettingSpec, ...] = (
+    SettingSpec("general", "storage_folder", "~/CrypeDcm",
+                "Folder holding Inbox_*/Outbox_* folders, the spool and the logs.", _folder),
+    SettingSpec("general", "keep_failed_days", 7,
+                "Days to keep entries in Inbox_Failed/Outbox_Failed before the janitor deletes them (1-365).",
+                _int_in(1, 365)),
+    SettingSpec("general", "min_free_mb", 500,
+                "Refuse incoming images (status 0xA700, the PACS retries) when the storage disk has less free space (MB, 0-1000000).",
+                _int_in(0, 1_000_000)),
+    SettingSpec("receive", "enabled", True, "Run the DICOM receiver (Storage SCP).", _boolean),
+    SettingSpec("receive", "port", 11112,
+                "TCP port the receiver listens on (1-65535; ports below 1024 need privileges on Linux).",
+                _int_in(1, 65535)),
+    SettingSpec("receive", "ae_title", "CRYPE_DCM",
+                "The bridge's own AE title, as configured in the PACS (1-16 characters).", _ae_title),
+    SettingSpec("receive", "timeout_seconds", 30,
+                "A study is zipped once no image for it arrived for this many seconds (1-3600).",
+                _int_in(1, 3600)),
+    SettingSpec("receive", "crid_tag_group", "0000",
+                'Group of the DICOM text element carrying CRID# recipient IDs (hex; "0000" = not used).', _hex4),
+    SettingSpec("receive", "crid_tag_element", "0000",
+                'Element of the DICOM text element carrying CRID# recipient IDs (hex; "0000" = not used).', _hex4),
+    SettingSpec("send", "enabled", False, "Send ZIPs dropped in Outbox_Auto to the PACS.", _boolean),
+    SettingSpec("send", "host", "", "PACS host name or IP address.", _host),
+    SettingSpec("send", "port", 104, "PACS DICOM port (1-65535).", _int_in(1, 65535)),
+    SettingSpec("send", "ae_title_receiver", "CRYPE_DCM", "AE title of the PACS (called AE).", _ae_title),
+    SettingSpec("send", "ae_title_sender", "CRYPE_DCM", "Our AE title when sending (calling AE).", _ae_title),
+)
+
+SPEC_BY_NAME = {spec.name: spec for spec in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated settings in force; built only by :func:`settings_from_mapping`."""
+
+    storage_folder: Path
+    keep_failed_days: int
+    min_free_mb: int
+    receive_enabled: bool
+    receive_port: int
+    receive_ae_title: str
+    timeout_seconds: int
+    crid_tag_group: str
+    crid_tag_element: str
+    send_enabled: bool
+    send_host: str
+    send_port: int
+    send_ae_title_receiver: str
+    send_ae_title_sender: str
+    source: Path | None = field(default=None, compare=False)
+
+    @property
+    def crid_tag(self) -> int | None:
+        """The CRID element as a pydicom tag number, or None when not configured (0000,0000)."""
+        tag = (int(self.crid_tag_group, 16) << 16) | int(self.crid_tag_element, 16)
+        return tag or None
+
+
+_FIELD_FOR = {
+    "general.storage_folder": "storage_folder",
+    "general.keep_failed_days": "keep_failed_days",
+    "general.min_free_mb": "min_free_mb",
+    "receive.enabled": "receive_enabled",
+    "receive.port": "receive_port",
+    "receive.ae_title": "receive_ae_title",
+    "receive.timeout_seconds": "timeout_seconds",
+    "receive.crid_tag_group": "crid_tag_group",
+    "receive.crid_tag_element": "crid_tag_element",
+    "send.enabled": "send_enabled",
+    "send.host": "send_host",
+    "send.port": "send_port",
+    "send.ae_title_receiver": "send_ae_title_receiver",
+    "send.ae_title_sender": "send_ae_title_sender",
+}
+
+
+def validate_value(name: str, value: Any) -> Any:
+    """Check one setting; raise SettingsError naming the key, the bad value and the rule."""
+    spec = SPEC_BY_NAME[name]
+    try:
+        return spec.validate(value)
+    except ValueError as err:
+        raise SettingsError(f"setting {name} = {value!r} is invalid: it {err}") from None
+
+
+def settings_from_mapping(data: dict[str, Any], source: Path | None = None) -> Settings:
+    """Build Settings from a parsed TOML mapping; missing keys take their defaults."""
+    values: dict[str, Any] = {}
+    for spec in SETTINGS:
+        section = data.get(spec.section, {})
+        if not isinstance(section, dict):
+            raise SettingsError(f"[{spec.section}] must be a table of settings")
+        raw = section.get(spec.key, spec.default)
+        if hasattr(raw, "unwrap"):
+            raw = raw.unwrap()
+        values[_FIELD_FOR[spec.name]] = validate_value(spec.name, raw)
+    folder = Path(os.path.expanduser(values.pop("storage_folder")))
+    return Settings(storage_folder=folder, source=source, **values)
+
+
+def default_config_path() -> Path:
+    """Where the config lives when --config is not given (per-user config folder)."""
+    return Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml"
+
+
+def default_document() -> tomlkit.TOMLDocument:
+    """A complete config file: every setting with its default and a one-line comment."""
+    doc = tomlkit.document()
+    doc.add(tomlkit.comment("DicomBridge settings. Edit here or in the terminal UI (Settings)."))
+    doc.add(tomlkit.comment("Changes are validated; an invalid value is refused with a message."))
+    for section_name in ("general", "receive", "send"):
+        table = tomlkit.table()
+        for spec in SETTINGS:
+            if spec.section != section_name:
+                continue
+            table.add(tomlkit.comment(spec.help))
+            table.add(spec.key, spec.default)
+        doc.add(section_name, table)
+    return doc
+
+
+def load_settings(path: Path) -> Settings:
+    """Read and validate the config file, creating it with defaults when it does not exist."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(tomlkit.dumps(default_document()), encoding="utf-8")
+    try:
+        document = tomlkit.parse(path.read_text(encoding="utf-8"))
+    except tomlkit.exceptions.TOMLKitError as err:
+        raise SettingsError(f"config file {path} is not valid TOML: {err}") from None
+    return settings_from_mapping(document.unwrap(), source=path)
+
+
+def save_values(path: Path, changes: dict[str, Any]) -> Settings:
+    """Validate and write changed values into the file, keeping comments and unknown keys.
+
+    Nothing is written if any value is invalid, so the file always holds good settings.
+    """
+    document = tomlkit.parse(path.read_text(encoding="utf-8")) if path.exists() else default_document()
+    merged = document.unwrap()
+    for name, value in changes.items():
+        section, key = name.split(".", 1)
+        merged.setdefault(section, {})[key] = value
+    settings = settings_from_mapping(merged, source=path)
+    for name, value in changes.items():
+        section, key = name.split(".", 1)
+        if section not in document:
+            document.add(section, tomlkit.table())
+        document[section][key] = value
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(tomlkit.dumps(document), encoding="utf-8")
+    os.replace(tmp, path)
+    return settings

@@ -1,0 +1,83 @@
+"""Real third-party DICOM peers for the tests: DCMTK tools, Orthanc, dicom3tools.
+
+pyenv/pip put pynetdicom's own ``storescu``/``storescp`` scripts on PATH under the same names
+as DCMTK's, so tools are looked up in the system folders and checked to really be DCMTK.
+When a peer is missing the test is skipped on a developer machine but fails under CI
+(``CI=true``), so a CI run can never pass without the peers.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from functools import lru_cache
+
+import pytest
+
+SYSTEM_BIN = os.pathsep.join(["/usr/bin", "/usr/local/bin", "/usr/sbin", "/bin"])
+PEER_ENV = {**os.environ, "TCP_NODELAY": "1"}  # Debian's DCMTK leaves Nagle on: ~45 ms per C-STORE
+
+
+def _missing(what: str) -> None:
+    message = f"{what} is not installed (apt-get install -y dcmtk orthanc dicom3tools)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@lru_cache(maxsize=None)
+def _find_dcmtk(name: str) -> str | None:
+    path = shutil.which(name, path=SYSTEM_BIN)
+    if path is None:
+        return None
+    out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=20)
+    return path if "dcmtk" in (out.stdout + out.stderr).lower() else None
+
+
+def dcmtk(name: str) -> str:
+    """Absolute path of a DCMTK tool (storescu, storescp, echoscu, …) or skip/fail."""
+    path = _find_dcmtk(name)
+    if path is None:
+        _missing(f"DCMTK {name}")
+    return path  # type: ignore[return-value]
+
+
+def system_tool(name: str, package: str) -> str:
+    path = shutil.which(name, path=SYSTEM_BIN)
+    if path is None:
+        _missing(f"{name} ({package})")
+    return path  # type: ignore[return-value]
+
+
+def storescu_args(ae_called: str, port: int, files: list[str], *extra: str) -> list[str]:
+    """A DCMTK storescu command proposing exactly the files' own transfer syntaxes where possible."""
+    return [dcmtk("storescu"), "-aec", ae_called, "-aet", "TESTSCU", *extra, "127.0.0.1", str(port), *files]
+
+
+# DCMTK storescu proposes uncompressed syntaxes unless told otherwise: one option per family.
+STORESCU_OPTION_FOR_TS = {
+    "1.2.840.10008.1.2.5": "-xr",      # RLE Lossless
+    "1.2.840.10008.1.2.4.90": "-xv",   # JPEG 2000 lossless
+    "1.2.840.10008.1.2.4.91": "-xw",   # JPEG 2000
+    "1.2.840.10008.1.2.4.50": "-xy",   # JPEG baseline
+    "1.2.840.10008.1.2.4.51": "-xx",   # JPEG extended
+    "1.2.840.10008.1.2.4.70": "-xs",   # JPEG lossless SV1
+    "1.2.840.10008.1.2.4.80": "-xt",   # JPEG-LS lossless
+    "1.2.840.10008.1.2.4.81": "-xu",   # JPEG-LS near-lossless
+    "1.2.840.10008.1.2.1.99": "-xd",   # Deflated explicit VR little endian
+    "1.2.840.10008.1.2.2": "-xb",      # Explicit VR big endian
+}
+
+
+def run_storescu(port: int, files: list[str], ae_called: str = "CRYPE_DCM", transfer_syntax: str = "",
+                 timeout: float = 120, check: bool = True, verbose: bool = False) -> subprocess.CompletedProcess[str]:
+    extra = ["-R", "-v"] if verbose else ["-R"]
+    option = STORESCU_OPTION_FOR_TS.get(transfer_syntax)
+    if option:
+        extra.append(option)
+    result = subprocess.run(storescu_args(ae_called, port, files, *extra), capture_output=True, text=True,
+                            timeout=timeout, env=PEER_ENV)
+    if check and result.returncode != 0:
+        raise AssertionError(f"storescu failed ({result.returncode}): {result.stderr}")
+    return result
