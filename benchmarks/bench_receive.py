@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,8 +45,8 @@ def free_port() -> int:
 
 
 def make_ct_study(folder: Path, count: int) -> Path:
-    """``count`` 512×512 16-bit CT images of one study (random noise: realistic for deflate? no —
-    CT is smoother; we use a smooth gradient plus noise so deflate does real work)."""
+    """``count`` 512×512 16-bit CT images of one study: a disc of tissue plus 6 bits of noise,
+    so deflate has real work (pure noise would not compress, zeros would be unrealistically fast)."""
     folder.mkdir(parents=True, exist_ok=True)
     base = dcmread(get_testdata_file("CT_small.dcm"))
     rng = np.random.default_rng(7)
@@ -86,7 +87,7 @@ def wait_port(port: int, timeout: float = 60) -> None:
 
 def bench_storescp(study: Path, work: Path) -> float:
     port, out = free_port(), work / "storescp-out"
-    out.mkdir()
+    out.mkdir(parents=True)
     proc = subprocess.Popen([dcmtk("storescp"), "-od", str(out), "-aet", "STORESCP", str(port)], env=PEER_ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -155,6 +156,7 @@ def bench_bridge(study: Path, work: Path, label: str) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=500)
+    parser.add_argument("--repeats", type=int, default=3, help="alternating runs of storescp and the bridge")
     parser.add_argument("--big-images", type=int, default=2000, help="images of the ~1 GB memory study (0: skip)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -162,26 +164,36 @@ def main() -> int:
         work = Path(tmp)
         study = make_ct_study(work / "study", args.images)
         size_mb = sum(p.stat().st_size for p in study.iterdir()) / 1e6
-        print(f"study: {args.images} images, {size_mb:.0f} MB", flush=True)
-        results: dict[str, object] = {"images": args.images, "study_mb": size_mb}
-        results["storescp_s"] = bench_storescp(study, work)
-        print(f"DCMTK storescp:   {results['storescp_s']:.2f} s", flush=True)
-        results["orthanc_s"] = bench_orthanc(study, work)
-        if results["orthanc_s"] is not None:
-            print(f"Orthanc:          {results['orthanc_s']:.2f} s", flush=True)
-        bridge = bench_bridge(study, work, "500")
-        results["bridge"] = bridge
-        print(f"DicomBridge:      {bridge['receive_s']:.2f} s  (ratio to storescp "
-              f"{bridge['receive_s'] / results['storescp_s']:.2f}x)", flush=True)
-        print(f"ZIP in inbox {bridge['zip_after_timeout_s']:.2f} s after the timeout "
-              f"({bridge['zip_mb']:.0f} MB ZIP)", flush=True)
+        print(f"study: {args.images} images, {size_mb:.0f} MB; {args.repeats} alternating runs, medians", flush=True)
+        storescp_runs, bridge_runs = [], []
+        for run in range(args.repeats):
+            storescp_runs.append(bench_storescp(study, work / f"scp{run}"))
+            bridge_runs.append(bench_bridge(study, work, f"run{run}"))
+            shutil.rmtree(work / f"bridge-run{run}", ignore_errors=True)
+            shutil.rmtree(work / f"scp{run}", ignore_errors=True)
+            print(f"  run {run + 1}: storescp {storescp_runs[-1]:.2f} s, bridge {bridge_runs[-1]['receive_s']:.2f} s, "
+                  f"ZIP {bridge_runs[-1]['zip_after_timeout_s']:.2f} s after the timeout", flush=True)
+        storescp_s = statistics.median(storescp_runs)
+        bridge_s = statistics.median(r["receive_s"] for r in bridge_runs)
+        zip_s = statistics.median(r["zip_after_timeout_s"] for r in bridge_runs)
+        orthanc_s = bench_orthanc(study, work)
+        results: dict[str, object] = {
+            "images": args.images, "study_mb": size_mb, "storescp_s": storescp_s, "bridge_s": bridge_s,
+            "ratio_bridge_to_storescp": bridge_s / storescp_s, "zip_after_timeout_s": zip_s,
+            "orthanc_s": orthanc_s, "zip_mb": bridge_runs[0]["zip_mb"],
+        }
+        print(f"DCMTK storescp   {storescp_s:6.2f} s", flush=True)
+        if orthanc_s is not None:
+            print(f"Orthanc          {orthanc_s:6.2f} s  ({orthanc_s / storescp_s:.2f}x storescp)", flush=True)
+        print(f"DicomBridge      {bridge_s:6.2f} s  ({bridge_s / storescp_s:.2f}x storescp)", flush=True)
+        print(f"ZIP in the inbox {zip_s:6.2f} s after the timeout ({results['zip_mb']:.0f} MB ZIP)", flush=True)
         if args.big_images:
-            shutil.rmtree(work / "bridge-500", ignore_errors=True)
+            shutil.rmtree(study, ignore_errors=True)
             big = make_ct_study(work / "big", args.big_images)
             big_mb = sum(p.stat().st_size for p in big.iterdir()) / 1e6
             big_result = bench_bridge(big, work, "big")
             results["big"] = {"study_mb": big_mb, **big_result}
-            print(f"1 GB study ({big_mb:.0f} MB): peak RSS of the bridge {big_result['peak_rss_mb']:.0f} MB, "
+            print(f"{big_mb:.0f} MB study: peak RSS of the bridge {big_result['peak_rss_mb']:.0f} MB, "
                   f"receive {big_result['receive_s']:.1f} s, ZIP {big_result['zip_after_timeout_s']:.1f} s "
                   f"after the timeout", flush=True)
         if args.json:

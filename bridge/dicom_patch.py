@@ -49,34 +49,39 @@ class ElementSpan:
         return self.value_start + self.value_length
 
 
+def make_span(tag: int, vr: str | None, value_start: int, length: int, implicit_vr: bool, little_endian: bool,
+              group_length_value_at: int | None) -> ElementSpan:
+    """Check that the element can be rewritten in place and describe where it sits."""
+    if length == 0xFFFFFFFF:
+        raise PatchError(f"element {Tag(tag)} has undefined length")
+    vr = vr or "UN"
+    if vr in _BINARY_VRS:
+        raise PatchError(f"element {Tag(tag)} has binary VR {vr}, not text")
+    header_length = 8 if implicit_vr or vr not in _LONG_HEADER_VRS else 12
+    return ElementSpan(tag=int(tag), vr=vr, header_start=value_start - header_length, value_start=value_start,
+                       value_length=length, implicit_vr=implicit_vr, little_endian=little_endian,
+                       group_length_value_at=group_length_value_at)
+
+
 def find_element(dataset: Dataset, tag: int) -> ElementSpan | None:
     """The span of a top-level element in a dataset read by ``dcmread`` (not yet accessed)."""
     tag = Tag(tag)
     if tag not in dataset:
         return None
     raw = dataset.get_item(tag)
-    if not isinstance(raw, RawDataElement) or raw.value_tell is None:
+    is_raw = isinstance(raw, RawDataElement)
+    if (is_raw and raw.length == 0) or (not is_raw and not raw.value):
+        return None  # an empty element has nothing to cut (pydicom may hand it out decoded)
+    if not is_raw or raw.value_tell is None:
         raise PatchError(f"element {tag} was already decoded; cannot locate its bytes")
-    if raw.length == 0xFFFFFFFF:
-        raise PatchError(f"element {tag} has undefined length")
-    vr = raw.VR or "UN"
-    if raw.is_implicit_VR:
-        header_length = 8
-    else:
-        header_length = 12 if vr in _LONG_HEADER_VRS else 8
-    if vr in _BINARY_VRS:
-        raise PatchError(f"element {tag} has binary VR {vr}, not text")
     group_length_at = None
     group_tag = Tag(tag.group, 0)
     if group_tag in dataset:
         group_raw = dataset.get_item(group_tag)
         if isinstance(group_raw, RawDataElement) and group_raw.value_tell is not None and group_raw.length == 4:
             group_length_at = group_raw.value_tell
-    return ElementSpan(
-        tag=int(tag), vr=vr, header_start=raw.value_tell - header_length, value_start=raw.value_tell,
-        value_length=raw.length, implicit_vr=raw.is_implicit_VR, little_endian=raw.is_little_endian,
-        group_length_value_at=group_length_at,
-    )
+    return make_span(int(tag), raw.VR, raw.value_tell, raw.length, raw.is_implicit_VR, raw.is_little_endian,
+                     group_length_at)
 
 
 def encode_element(span: ElementSpan, value: bytes) -> bytes:

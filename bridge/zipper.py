@@ -21,7 +21,7 @@ from isal import isal_zlib
 from .aggregator import PendingStudy, safe_key
 from .crid import format_ids, merge_ids
 from .dicom_patch import dataset_offset, splice_deflated, splice_file
-from .instance import InstanceHeader, read_instance
+from .instance import InstanceHeader, StudyFields, read_instance, read_study_fields
 from .layout import StorageLayout, fsync_path, is_disk_full_error, link_without_overwrite
 from .naming import ZipNameParts, display_date, display_patient_name, file_safe, modality_field, zip_name
 
@@ -64,9 +64,8 @@ class ZipOutcome:
     summary: StudySummary
 
 
-def summarize(headers: list[InstanceHeader]) -> StudySummary:
+def summarize(headers: list[InstanceHeader], first: StudyFields) -> StudySummary:
     """Study fields from the first image; recipient IDs merged over all images (manual §3)."""
-    first = headers[0]
     warnings: list[str] = []
     id_lists = [h.crid.ids for h in headers if h.crid is not None and h.crid.ids]
     malformed = sorted({h.crid.malformed for h in headers if h.crid is not None and h.crid.malformed})
@@ -82,7 +81,7 @@ def summarize(headers: list[InstanceHeader]) -> StudySummary:
     return StudySummary(
         patient_name=first.patient_name, birth_date=first.birth_date, sex=first.sex,
         study_date=first.study_date, modality=modality_field(tuple(h.modality for h in headers)),
-        study_description=first.study_description, study_uid=first.study_uid,
+        study_description=first.study_description, study_uid=headers[0].study_uid,
         image_count=len(headers), crids=crids, warnings=tuple(warnings),
     )
 
@@ -123,6 +122,13 @@ def place_without_clash(source: Path, folder: Path, parts: ZipNameParts) -> Path
     raise FileExistsError(f"more than {MAX_CLASH_NUMBER} ZIPs named like {zip_name(parts)} in {folder}")
 
 
+def _start_writeback(archive: zipfile.ZipFile) -> None:
+    """Ask the OS to start writing the ZIP to disk now, so the final fsync has little left."""
+    if hasattr(os, "posix_fadvise") and archive.fp is not None:
+        archive.fp.flush()
+        os.posix_fadvise(archive.fp.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+
+
 class Zipper:
     """Zips claimed studies; ``stop`` makes a running zip give up and leave the spool intact."""
 
@@ -146,7 +152,7 @@ class Zipper:
         headers = self.read_headers(study)
         if not headers:
             raise ValueError("the study folder holds no images")
-        summary = summarize(headers)
+        summary = summarize(headers, read_study_fields(headers[0].path))
         staging = self.layout.staging / f"{uuid.uuid4().hex}.zip.part"
         try:
             with zipfile.ZipFile(staging, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
@@ -154,6 +160,7 @@ class Zipper:
                     if self.stop.is_set():
                         raise ZippingAborted("bridge stopping")
                     _write_member(archive, header)
+                    _start_writeback(archive)
             fsync_path(staging)
             inbox = self.layout.inbox_auto if summary.crids else self.layout.inbox_manual
             target = place_without_clash(staging, inbox, name_parts(summary))
@@ -165,7 +172,8 @@ class Zipper:
     def move_to_failed(self, study: PendingStudy, reason: str) -> Path:
         """Keep the received files, as received, in Inbox_Failed with a reason.txt beside them."""
         try:
-            summary = summarize(self.read_headers(study))
+            headers = self.read_headers(study)
+            summary = summarize(headers, read_study_fields(headers[0].path))
             base = zip_name(name_parts(summary))[: -len(".zip")]
         except Exception:  # noqa: BLE001 - unreadable study: fall back to the spool key
             base = file_safe(study.key)
