@@ -9,12 +9,13 @@ import socket
 import subprocess
 import sys
 import threading
+import zipfile
 from pathlib import Path
 
 from bridge.receiver import explain_bind_error
 
 from .conftest import free_port, write_config
-from .peers import run_storescu
+from .peers import PEER_ENV, run_storescu, storescu_args
 from .studies import make_study
 
 ID = "1234567890123456"
@@ -142,3 +143,35 @@ def test_version():
                             timeout=60)
     assert result.stdout.startswith("dicombridge ")
 
+
+
+def test_sigterm_during_reception_keeps_every_acknowledged_image(tmp_path):
+    """Stop mid-study: the association may finish, nothing acknowledged is lost, and the next
+    start zips exactly the acknowledged images (the spool survives the restart)."""
+    port = free_port()
+    config = _config(tmp_path, port, receive__timeout_seconds=3600)
+    study = make_study(tmp_path / "send", count=150, crid_value=f"CRID#{ID}")
+    first = HeadlessBridge(config)
+    first.wait_for_line("running headless")
+    sender = subprocess.Popen(storescu_args("CRYPE_DCM", port, [str(f) for f in study.files], "-R", "-v"),
+                              env=PEER_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    acknowledged = 0
+    for line in sender.stdout:  # type: ignore[union-attr]
+        if "Received Store Response (Success)" in line:
+            acknowledged += 1
+            if acknowledged == 20:
+                first.process.send_signal(signal.SIGTERM)
+    sender.wait(timeout=120)
+    assert first.process.wait(timeout=60) == 0
+    store = tmp_path / "store"
+    assert list((store / "Inbox_Auto").glob("*.zip")) == []  # the timeout never ran out
+    assert list((store / ".bridge" / "incoming").iterdir()) == []
+
+    second = HeadlessBridge(_config(tmp_path, port, receive__timeout_seconds=1))
+    try:
+        line = second.wait_for_line("Receive Success")
+    finally:
+        assert second.stop() == 0
+    assert f"{acknowledged} images zipped" in line
+    (zip_path,) = (store / "Inbox_Auto").glob("*.zip")
+    assert len(zipfile.ZipFile(zip_path).namelist()) == acknowledged >= 20
