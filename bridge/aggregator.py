@@ -33,17 +33,37 @@ def safe_key(uid: str) -> str:
 
 @dataclass
 class PendingStudy:
-    """One spool folder: a study's instances received so far."""
+    """One spool folder: a study's instances received so far.
+
+    Files are named ``<arrival number>-<SOP key>.dcm`` so that sorting by name gives the
+    arrival order ("first appearance" of recipient IDs) even across a restart.
+    """
 
     key: str
     folder: Path
     last_arrival: float
-    image_count: int = 0
+    files: dict[str, Path] = field(default_factory=dict)  # SOP key -> file
     not_before: float = 0.0  # a retry after a transient zipping failure waits until then
     attempts: int = 0
 
+    @property
+    def image_count(self) -> int:
+        return len(self.files)
+
     def due_at(self, timeout: float) -> float:
         return max(self.last_arrival + timeout, self.not_before)
+
+    def file_for(self, sop_key: str) -> Path:
+        """Where an instance goes: its earlier copy's name (stored once), or the next number."""
+        existing = self.files.get(sop_key)
+        if existing is not None:
+            return existing
+        return self.folder / f"{len(self.files) + 1:06d}-{sop_key}.dcm"
+
+    @classmethod
+    def adopt(cls, key: str, folder: Path, now: float) -> "PendingStudy":
+        files = {path.stem.split("-", 1)[-1]: path for path in sorted(folder.glob("*.dcm"))}
+        return cls(key=key, folder=folder, last_arrival=now, files=files)
 
 
 @dataclass
@@ -65,12 +85,11 @@ class Aggregator:
             for folder in sorted(self.spool.iterdir()):
                 if not folder.is_dir():
                     continue
-                files = [f for f in folder.iterdir() if f.suffix == ".dcm"]
-                if not files:
+                key = folder.name.rsplit(_GENERATION_SEPARATOR, 1)[0]
+                study = PendingStudy.adopt(key, folder, now)
+                if not study.files:
                     shutil.rmtree(folder, ignore_errors=True)
                     continue
-                key = folder.name.rsplit(_GENERATION_SEPARATOR, 1)[0]
-                study = PendingStudy(key=key, folder=folder, last_arrival=now, image_count=len(files))
                 previous = self._open.get(key)
                 if previous is not None:
                     self._closed.append(previous)  # older generation: zip it, take no more
@@ -89,15 +108,14 @@ class Aggregator:
                 folder = self.spool / f"{key}{_GENERATION_SEPARATOR}{time.time_ns()}"
                 folder.mkdir()
                 study = PendingStudy(key=key, folder=folder, last_arrival=self.clock())
-            target = study.folder / f"{safe_key(sop_uid)}.dcm"
-            is_duplicate = target.exists()
+            sop_key = safe_key(sop_uid)
+            target = study.file_for(sop_key)
             _move(received_file, target)
+            study.files[sop_key] = target
             if created:
                 self._open[key] = study
                 self._changed.notify_all()
             study.last_arrival = self.clock()
-            if not is_duplicate:
-                study.image_count += 1
             return study
 
     def claim_due(self) -> list[PendingStudy]:

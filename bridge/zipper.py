@@ -138,7 +138,7 @@ class Zipper:
         self.stop = stop or threading.Event()
 
     def read_headers(self, study: PendingStudy) -> list[InstanceHeader]:
-        files = sorted(study.folder.glob("*.dcm"), key=lambda p: (p.stat().st_mtime_ns, p.name))
+        files = sorted(study.folder.glob("*.dcm"))  # names start with the arrival number
         headers = []
         for path in files:
             try:

@@ -14,7 +14,7 @@ from pydicom import dcmread
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from bridge.crid import split_crids
-from bridge.dicom_patch import dataset_offset, find_element, splice_deflated, splice_file
+from bridge.dicom_patch import dataset_offset, splice_deflated, splice_file
 from bridge.instance import read_instance
 
 from .studies import BIG_ENDIAN, CRID_TAG, CT, DEFLATED, template

@@ -14,7 +14,7 @@ from bridge.logbook import FAILED, RECEIVE, WARNING
 from bridge.layout import INBOX_AUTO, INBOX_MANUAL
 
 from .peers import PEER_ENV, run_storescu, storescu_args, system_tool
-from .studies import (CRID_TAG, CT, DEFLATED, JPEG2000, JPEG2000_LOSSLESS, JPEG_BASELINE, JPEG_LS, RLE, SR,
+from .studies import (CRID_TAG, DEFLATED, JPEG2000, JPEG2000_LOSSLESS, JPEG_BASELINE, JPEG_LS, RLE, SR,
                       make_study, raw_elements, transfer_syntax)
 
 ID_A = "1234567890123456"
@@ -216,3 +216,16 @@ def test_unreadable_zip_input_goes_to_inbox_failed_with_reason(running_bridge):
     assert (row.action, row.status) == (RECEIVE, FAILED)
 
 
+
+
+def test_images_with_different_ids_merge_in_arrival_order_with_a_warning(running_bridge, tmp_path):
+    study = make_study(tmp_path / "a", count=3, crid_value=f"CRID#{ID_B}")
+    more = make_study(tmp_path / "b", count=2, crid_value=f"CRID#{ID_A}CRID#{ID_B}", study_uid=study.uid,
+                      first_number=4)
+    run_storescu(running_bridge.port, [str(f) for f in study.files + more.files])
+    running_bridge.wait_routed(1)
+    (zip_path,) = running_bridge.zips(INBOX_AUTO)
+    assert zip_path.name.endswith(f"_{study.uid}_CRID#{ID_B}CRID#{ID_A}.zip")
+    assert len(zip_members(zip_path)) == 5
+    row = running_bridge.engine.logbook.newest()[0]
+    assert row.status == WARNING and "different recipient IDs" in row.detail
