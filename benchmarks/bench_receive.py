@@ -87,14 +87,18 @@ def wait_port(port: int, timeout: float = 60) -> None:
 def bench_storescp(study: Path, work: Path) -> float:
     port, out = free_port(), work / "storescp-out"
     out.mkdir(parents=True)
-    proc = subprocess.Popen([dcmtk("storescp"), "-od", str(out), "-aet", "STORESCP", str(port)], env=PEER_ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return send_to_peer([dcmtk("storescp"), "-od", str(out), "-aet", "STORESCP", str(port)], study, port, "STORESCP")
+
+
+def send_to_peer(command: list[str], study: Path, port: int, called: str) -> float:
+    """Start a receiving peer, time the study sent to it, stop the peer."""
+    proc = subprocess.Popen(command, env=PEER_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(port)
-        return send(study, port, "STORESCP")
+        return send(study, port, called)
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        proc.wait(timeout=60)
 
 
 def bench_orthanc(study: Path, work: Path) -> float | None:
@@ -109,14 +113,7 @@ def bench_orthanc(study: Path, work: Path) -> float | None:
         "RemoteAccessAllowed": False, "AuthenticationEnabled": False, "DicomCheckCalledAet": False,
         "Plugins": [],
     }))
-    proc = subprocess.Popen([binary, str(config)], env=PEER_ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        wait_port(port)
-        return send(study, port, "ORTHANC")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+    return send_to_peer([binary, str(config)], study, port, "ORTHANC")
 
 
 def peak_rss_mb(pid: int) -> float:
