@@ -20,6 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", type=Path, default=None,
                         help=f"settings file (default: {default_config_path()}; created with defaults if missing)")
+    parser.add_argument("command", nargs="?", choices=["echo"],
+                        help="echo: send a C-ECHO to the PACS in the settings and report the round trip")
     parser.add_argument("--headless", action="store_true", help="run without the terminal UI (for services)")
     parser.add_argument("--version", action="version", version=f"dicombridge {__version__}")
     return parser
@@ -33,11 +35,27 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as err:
         print(f"dicombridge: {config_path}: {err}", file=sys.stderr)
         return EXIT_BAD_SETTINGS
+    if args.command == "echo":
+        return run_echo(settings)
     if not args.headless:
         print("dicombridge: the terminal UI is not built yet; running headless", file=sys.stderr)
     from .headless import run_headless
 
     return run_headless(settings)
+
+
+def run_echo(settings) -> int:  # noqa: ANN001 - Settings
+    """``dicombridge echo``: exit 0 when the PACS answers C-ECHO, 1 otherwise."""
+    from .engine import pacs_target
+    from .sender import echo
+
+    if not settings.send_host:
+        print("dicombridge echo: send.host is not set in the settings", file=sys.stderr)
+        return 1
+    result = echo(pacs_target(settings))
+    print(f"{result.message} ({result.round_trip_ms:.0f} ms)" if result.ok else result.message,
+          file=sys.stdout if result.ok else sys.stderr)
+    return 0 if result.ok else 1
 
 
 if __name__ == "__main__":

@@ -14,9 +14,11 @@ from pathlib import Path
 from .aggregator import Aggregator, PendingStudy
 from .events import EventBus, StudyRouted
 from .layout import StorageLayout
+from .outbox import Outbox, SendSettings
 from .ownership import FolderOwnership
 from .logbook import FAILED, RECEIVE, SERVICE, SUCCESS, WARNING, INFO, LogBook, LogEntry
 from .receiver import Receiver, clear_incoming
+from .sender import PacsTarget
 from .settings import Settings
 from .textlog import setup_text_log
 from .zipper import Zipper, ZippingAborted, is_transient, study_log_fields
@@ -42,6 +44,7 @@ class Engine:
         self.aggregator = Aggregator(self.layout.spool, settings.timeout_seconds)
         self.zipper = Zipper(self.layout, settings.crid_tag, self.stopping)
         self.receiver: Receiver | None = None
+        self.outbox: Outbox | None = None
         self._bind_address = bind_address
         self._zip_thread = threading.Thread(target=self._zip_loop, name="zipper", daemon=True)
 
@@ -57,6 +60,9 @@ class Engine:
             )
             self.receiver.start()
         self._zip_thread.start()
+        if self.settings.send_enabled and self.settings.send_host:
+            self.outbox = Outbox(self.layout, self.logbook, self.bus, self.send_settings, self.stopping)
+            self.outbox.start()
         self.logbook.add(LogEntry(action=SERVICE, status=INFO, detail=self._start_detail()))
 
     def stop(self, grace_seconds: float = 10.0) -> None:
@@ -67,17 +73,25 @@ class Engine:
         self.aggregator.wake()
         if self._zip_thread.is_alive():
             self._zip_thread.join(timeout=grace_seconds + 30)
+        if self.outbox is not None:
+            self.outbox.join(timeout=grace_seconds + 60)
         self.logbook.add(LogEntry(action=SERVICE, status=INFO, detail="bridge stopped"))
         self.logbook.close()
         logging.getLogger("bridge").removeHandler(self._log_handler)
         self._log_handler.close()
         self.ownership.release()
 
+    def send_settings(self) -> SendSettings:
+        """The sender's view of the settings in force (read again for every ZIP)."""
+        return SendSettings(target=pacs_target(self.settings), retries=self.settings.send_retries,
+                            retry_delay_seconds=self.settings.send_retry_delay_seconds)
+
     def _start_detail(self) -> str:
-        if self.receiver is None:
-            return f"bridge started; receiving is disabled; storage {self.layout.root}"
-        return (f"bridge started; receiving on port {self.settings.receive_port} as "
-                f"{self.settings.receive_ae_title}; storage {self.layout.root}")
+        receiving = (f"receiving on port {self.settings.receive_port} as {self.settings.receive_ae_title}"
+                     if self.receiver is not None else "receiving is disabled")
+        sending = (f"sending Outbox_Auto to {self.settings.send_ae_title_receiver}@{self.settings.send_host}:"
+                   f"{self.settings.send_port}" if self.outbox is not None else "sending is disabled")
+        return f"bridge started; {receiving}; {sending}; storage {self.layout.root}"
 
     def _recover(self) -> None:
         clear_incoming(self.layout)
@@ -144,3 +158,9 @@ class Engine:
     @property
     def storage(self) -> Path:
         return self.layout.root
+
+
+def pacs_target(settings: Settings) -> PacsTarget:
+    """The PACS named in the settings, for sending and for C-ECHO."""
+    return PacsTarget(host=settings.send_host, port=settings.send_port,
+                      called_ae=settings.send_ae_title_receiver, calling_ae=settings.send_ae_title_sender)

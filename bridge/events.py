@@ -41,6 +41,15 @@ class StudyRouted:
 
 
 @dataclass(frozen=True)
+class OutboxZipDone:
+    """A ZIP from Outbox_Auto was sent (and deleted) or moved to Outbox_Failed (``target``)."""
+
+    zip_name: str
+    target: str
+    status: str
+
+
+@dataclass(frozen=True)
 class ReceiverStateChanged:
     """The receiver started listening, stopped, or could not start (``error`` says why)."""
 
@@ -49,7 +58,7 @@ class ReceiverStateChanged:
     error: str = ""
 
 
-BridgeEvent = Union[LogBookEntryAdded, InstanceStored, StudyRouted, ReceiverStateChanged]
+BridgeEvent = Union[LogBookEntryAdded, InstanceStored, StudyRouted, OutboxZipDone, ReceiverStateChanged]
 Subscriber = Callable[[BridgeEvent], None]
 
 

@@ -72,6 +72,11 @@ class StorageLayout:
         return self.work / "staging"
 
     @property
+    def outbox_work(self) -> Path:
+        """ZIPs claimed from Outbox_Auto while they are unpacked and sent (re-sent after a crash)."""
+        return self.work / "outbox"
+
+    @property
     def logs(self) -> Path:
         return self.root / "Logs"
 
@@ -89,7 +94,7 @@ class StorageLayout:
     def ensure(self) -> None:
         """Create every folder and prove the storage folder is writable, or raise StorageError."""
         try:
-            for folder in (*self.public_folders(), self.incoming, self.spool, self.staging, self.logs):
+            for folder in (*self.public_folders(), self.incoming, self.spool, self.staging, self.outbox_work, self.logs):
                 folder.mkdir(parents=True, exist_ok=True)
             probe = self.work / f"write-test-{uuid.uuid4().hex}"
             probe.write_bytes(b"ok")

@@ -127,6 +127,11 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("send", "port", 104, "PACS DICOM port (1-65535).", _int_in(1, 65535)),
     SettingSpec("send", "ae_title_receiver", "CRYPE_DCM", "AE title of the PACS (called AE).", _ae_title),
     SettingSpec("send", "ae_title_sender", "CRYPE_DCM", "Our AE title when sending (calling AE).", _ae_title),
+    SettingSpec("send", "retries", 3,
+                "Retries when the PACS is unreachable or drops the association, before Outbox_Failed (0-10).",
+                _int_in(0, 10)),
+    SettingSpec("send", "retry_delay_seconds", 10,
+                "Wait before the first retry; doubled for each further one (1-600).", _int_in(1, 600)),
 )
 
 SPEC_BY_NAME = {spec.name: spec for spec in SETTINGS}
@@ -150,6 +155,8 @@ class Settings:
     send_port: int
     send_ae_title_receiver: str
     send_ae_title_sender: str
+    send_retries: int
+    send_retry_delay_seconds: int
     source: Path | None = field(default=None, compare=False)
 
     @property
@@ -174,6 +181,8 @@ _FIELD_FOR = {
     "send.port": "send_port",
     "send.ae_title_receiver": "send_ae_title_receiver",
     "send.ae_title_sender": "send_ae_title_sender",
+    "send.retries": "send_retries",
+    "send.retry_delay_seconds": "send_retry_delay_seconds",
 }
 
 

@@ -1,0 +1,235 @@
+"""The outbox: ZIPs the messaging app drops in Outbox_Auto go to the PACS (manual §5).
+
+A ZIP is taken only when complete: its size and time stamp have not changed for
+``STABLE_SECONDS`` and it opens as a ZIP. It is then *claimed* by a rename into
+``.bridge/outbox/`` (so nobody else touches it and a restart finds it again), unpacked safely,
+sent, and deleted — or moved to Outbox_Failed with ``<name>.reason.txt``. A ZIP that stays
+invalid for ``INVALID_AFTER_SECONDS`` (not a ZIP, truncated) fails the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+import time
+import uuid
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import watchfiles
+
+from .events import EventBus, OutboxZipDone
+from .header_scan import scan_header
+from .instance import MODALITY, read_study_fields
+from .layout import StorageLayout, fsync_path
+from .logbook import FAILED, SEND, SUCCESS, WARNING, LogBook, LogEntry
+from .naming import display_date, display_patient_name, modality_field
+from .safe_unzip import Unpacked, ZipRejected, unpack
+from .sender import FileMeta, PacsTarget, SendReport, TransientSendError, read_meta, send_files
+
+log = logging.getLogger(__name__)
+
+STABLE_SECONDS = 2.0
+INVALID_AFTER_SECONDS = 30.0
+POLL_SECONDS = 0.5
+CLAIM_SEPARATOR = "__"
+
+
+@dataclass
+class _Seen:
+    size: int
+    mtime_ns: int
+    since: float
+
+
+@dataclass
+class CompletenessTracker:
+    """Decides when a ZIP in the outbox is complete (stable and valid) or hopeless."""
+
+    clock: Callable[[], float] = time.monotonic
+    _seen: dict[Path, _Seen] = field(default_factory=dict)
+
+    def check(self, paths: list[Path]) -> tuple[list[Path], list[Path]]:
+        """(ready to send, invalid for too long) among ``paths``; others keep waiting."""
+        now = self.clock()
+        ready, invalid = [], []
+        present = set(paths)
+        for gone in [p for p in self._seen if p not in present]:
+            del self._seen[gone]
+        for path in paths:
+            try:
+                info = path.stat()
+            except FileNotFoundError:
+                continue
+            seen = self._seen.get(path)
+            if seen is None or (seen.size, seen.mtime_ns) != (info.st_size, info.st_mtime_ns):
+                self._seen[path] = _Seen(info.st_size, info.st_mtime_ns, now)
+                continue
+            quiet = now - seen.since
+            if quiet < STABLE_SECONDS:
+                continue
+            if zipfile.is_zipfile(path):
+                ready.append(path)
+                del self._seen[path]
+            elif quiet >= INVALID_AFTER_SECONDS:
+                invalid.append(path)
+                del self._seen[path]
+        return ready, invalid
+
+
+class SendingInterrupted(Exception):
+    """The bridge is stopping: the claimed ZIP stays in .bridge/outbox and is sent after the restart."""
+
+
+@dataclass
+class SendSettings:
+    target: PacsTarget
+    retries: int
+    retry_delay_seconds: float
+
+
+class Outbox:
+    """Watches Outbox_Auto and sends what appears, one ZIP at a time, on its own thread."""
+
+    def __init__(self, layout: StorageLayout, logbook: LogBook, bus: EventBus,
+                 settings: Callable[[], SendSettings], stop: threading.Event) -> None:
+        self.layout = layout
+        self.logbook = logbook
+        self.bus = bus
+        self.settings = settings
+        self.stop = stop
+        self.tracker = CompletenessTracker()
+        self._thread = threading.Thread(target=self._run, name="outbox", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self, timeout: float) -> None:
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    # -- the loop -------------------------------------------------------------------------------
+    def _run(self) -> None:
+        for claimed in sorted(self.layout.outbox_work.glob("*.zip")):  # left by a crash: send again
+            self.process(claimed)
+        self._poll()
+        for _changes in watchfiles.watch(self.layout.outbox_auto, stop_event=self.stop, yield_on_timeout=True,
+                                         rust_timeout=int(POLL_SECONDS * 1000), raise_interrupt=False):
+            self._poll()
+
+    def _poll(self) -> None:
+        candidates = sorted(p for p in self.layout.outbox_auto.iterdir() if p.suffix.lower() == ".zip")
+        ready, invalid = self.tracker.check(candidates)
+        for path in invalid:
+            claimed = self._claim(path)
+            if claimed is not None:
+                self._fail(claimed, "not a valid ZIP file (or truncated): it did not open as a ZIP "
+                                    f"within {INVALID_AFTER_SECONDS:.0f} s of its last change", Unpacked(), {})
+        for path in ready:
+            if self.stop.is_set():
+                return
+            claimed = self._claim(path)
+            if claimed is not None:
+                self.process(claimed)
+
+    def _claim(self, path: Path) -> Path | None:
+        target = self.layout.outbox_work / f"{uuid.uuid4().hex[:12]}{CLAIM_SEPARATOR}{path.name}"
+        try:
+            os.replace(path, target)
+        except FileNotFoundError:
+            return None  # taken away meanwhile
+        return target
+
+    # -- one ZIP ------------------------------------------------------------------------------
+    def process(self, claimed: Path) -> None:
+        """Unpack, send with retries, then delete or move to Outbox_Failed; always logs a row."""
+        work = claimed.with_name(claimed.name + ".d")
+        shutil.rmtree(work, ignore_errors=True)
+        unpacked = Unpacked()
+        report = SendReport()
+        columns: dict[str, object] = {}
+        try:
+            unpacked = unpack(claimed, work)
+            if not unpacked.dicom_files:
+                raise ZipRejected("the ZIP holds no DICOM files")
+            columns = study_columns(unpacked.dicom_files)
+            metas = [read_meta(path) for path in unpacked.dicom_files]
+            self._send_with_retries(metas, report)
+            if report.failed:
+                raise ZipRejected(f"{len(report.failed)} of {len(metas)} images were not stored: "
+                                  + "; ".join(sorted(set(report.failed.values())))[:2000])
+        except SendingInterrupted:
+            return
+        except (ZipRejected, TransientSendError, OSError, ValueError) as err:
+            self._fail(claimed, str(err), unpacked, columns)
+            return
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        claimed.unlink()
+        self._log(claimed, WARNING if report.warnings or unpacked.skipped else SUCCESS, len(unpacked.dicom_files),
+                  columns, f"{len(report.delivered)} images stored in the PACS" + self._notes(unpacked, report))
+
+    def _send_with_retries(self, metas: list[FileMeta], report: SendReport) -> None:
+        settings = self.settings()
+        delay = settings.retry_delay_seconds
+        for attempt in range(settings.retries + 1):
+            try:
+                send_files(settings.target, metas, report)
+                return
+            except TransientSendError as err:
+                if attempt == settings.retries:
+                    raise TransientSendError(f"{err}; gave up after {attempt + 1} tries") from None
+                log.warning("sending failed (%s); retry %d in %.0f s", err, attempt + 1, delay)
+                if self.stop.wait(delay):
+                    raise SendingInterrupted() from None
+                delay *= 2
+
+    def _fail(self, claimed: Path, reason: str, unpacked: Unpacked, columns: dict[str, object]) -> None:
+        """Move the ZIP, unchanged, to Outbox_Failed with ``<name>.reason.txt`` beside it."""
+        name = claimed.name.split(CLAIM_SEPARATOR, 1)[-1]
+        target = self.layout.outbox_failed / name
+        number = 1
+        while target.exists() or target.with_name(target.name + ".reason.txt").exists():
+            number += 1
+            target = self.layout.outbox_failed / f"{Path(name).stem}-{number}{Path(name).suffix}"
+        skipped = "".join(f"skipped {entry}\n" for entry in unpacked.skipped)
+        target.with_name(target.name + ".reason.txt").write_text(f"{reason}\n{skipped}", encoding="utf-8")
+        os.replace(claimed, target)
+        fsync_path(self.layout.outbox_failed)
+        self._log(claimed, FAILED, len(unpacked.dicom_files), columns, reason, target)
+
+    @staticmethod
+    def _notes(unpacked: Unpacked, report: SendReport) -> str:
+        notes = []
+        if report.warnings:
+            notes.append(f"{len(report.warnings)} with warning status")
+        if unpacked.skipped:
+            notes.append("skipped: " + "; ".join(unpacked.skipped[:10]))
+        return f" ({'; '.join(notes)})" if notes else ""
+
+    def _log(self, claimed: Path, status: str, image_count: int, columns: dict[str, object], detail: str,
+             target: Path | None = None) -> None:
+        name = claimed.name.split(CLAIM_SEPARATOR, 1)[-1]
+        where = str(target) if target is not None else name
+        self.logbook.add(LogEntry(action=SEND, status=status, detail=detail, image_count=image_count,
+                                  target=where, **columns))
+        self.bus.publish(OutboxZipDone(zip_name=name, target=where, status=status))
+
+
+def study_columns(files: list[Path]) -> dict[str, object]:
+    """The log book's study columns for a ZIP being sent (first file + every file's modality)."""
+    try:
+        study = read_study_fields(files[0])
+    except Exception:  # noqa: BLE001 - the row is written without study columns
+        return {}
+    modalities = []
+    for path in files:
+        scan = scan_header(path, {MODALITY})
+        modalities.append(scan.text(MODALITY) if scan else "")
+    return {"patient_name": display_patient_name(study.patient_name), "birth_date": display_date(study.birth_date),
+            "study_date": display_date(study.study_date), "study_description": study.study_description,
+            "modality": modality_field(tuple(modalities))}

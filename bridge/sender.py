@@ -1,0 +1,171 @@
+"""The DICOM sender (Storage SCU): files to the PACS by C-STORE, as they are, plus C-ECHO.
+
+Files are streamed from disk (``STORE_SEND_CHUNKED_DATASET``), never decoded, so each file
+travels in its own transfer syntax: the association proposes exactly the (SOP class,
+transfer syntax) pairs found in the files' meta, split over several associations when there
+are more than 128. Warning statuses count as stored (manual §5, PACS practice). Transient
+problems (refused, rejected, aborted, timed out) raise ``TransientSendError`` so the caller
+can retry the files not yet delivered; a failure status for an image is final.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydicom.filereader import read_file_meta_info
+from pynetdicom import AE, _config
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+log = logging.getLogger(__name__)
+
+_config.STORE_SEND_CHUNKED_DATASET = True
+
+MAX_CONTEXTS = 128
+NETWORK_TIMEOUT_SECONDS = 30
+
+
+class TransientSendError(RuntimeError):
+    """The PACS could not be reached or dropped the association: worth another try later."""
+
+
+@dataclass(frozen=True)
+class PacsTarget:
+    """Where to send: the settings' host, port and AE titles."""
+
+    host: str
+    port: int
+    called_ae: str
+    calling_ae: str
+    timeout_seconds: float = NETWORK_TIMEOUT_SECONDS
+
+
+@dataclass(frozen=True)
+class FileMeta:
+    path: Path
+    sop_class: str
+    sop_instance: str
+    transfer_syntax: str
+
+
+@dataclass
+class SendReport:
+    """Per-file outcome of sending a set of files."""
+
+    delivered: list[Path] = field(default_factory=list)
+    warnings: dict[Path, int] = field(default_factory=dict)  # file -> warning status
+    failed: dict[Path, str] = field(default_factory=dict)  # file -> why
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+@dataclass(frozen=True)
+class EchoResult:
+    ok: bool
+    round_trip_ms: float
+    message: str
+
+
+def read_meta(path: Path) -> FileMeta:
+    """SOP class/instance and transfer syntax from the file meta only (no pixel data read)."""
+    meta = read_file_meta_info(path)
+    return FileMeta(path, str(meta.MediaStorageSOPClassUID), str(meta.MediaStorageSOPInstanceUID),
+                    str(meta.TransferSyntaxUID))
+
+
+def batches_by_context(metas: list[FileMeta]) -> list[list[FileMeta]]:
+    """Group files so that each association needs at most 128 presentation contexts."""
+    by_pair: dict[tuple[str, str], list[FileMeta]] = defaultdict(list)
+    for meta in metas:
+        by_pair[(meta.sop_class, meta.transfer_syntax)].append(meta)
+    pairs = list(by_pair)
+    return [[m for pair in pairs[i : i + MAX_CONTEXTS] for m in by_pair[pair]]
+            for i in range(0, len(pairs), MAX_CONTEXTS)]
+
+
+def _describe_failed_association(assoc, target: PacsTarget) -> str:  # noqa: ANN001 - pynetdicom Association
+    """Why an association did not come up, in words an admin can act on."""
+    if assoc.is_rejected:
+        return "the PACS rejected the association (check the AE titles in the settings)"
+    try:  # pynetdicom reports a refused connection as an abort: look again, once
+        socket.create_connection((target.host, target.port), timeout=min(target.timeout_seconds, 5)).close()
+    except OSError as err:
+        return f"no connection to the PACS at {target.host}:{target.port} ({err.strerror or err})"
+    return "the PACS aborted the association"
+
+
+def _is_stored(status: int) -> bool:
+    return status == 0x0000 or (status & 0xF000) == 0xB000
+
+
+def send_batch(target: PacsTarget, batch: list[FileMeta], report: SendReport) -> None:
+    """One association for one batch; fills ``report``; raises TransientSendError."""
+    ae = AE(ae_title=target.calling_ae)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = target.timeout_seconds
+    for sop_class, syntax in dict.fromkeys((m.sop_class, m.transfer_syntax) for m in batch):
+        ae.add_requested_context(sop_class, syntax)
+    assoc = ae.associate(target.host, target.port, ae_title=target.called_ae, max_pdu=0)
+    if not assoc.is_established:
+        raise TransientSendError(_describe_failed_association(assoc, target))
+    try:
+        accepted = {(cx.abstract_syntax, cx.transfer_syntax[0]) for cx in assoc.accepted_contexts}
+        for meta in batch:
+            if meta.path in report.delivered or meta.path in report.failed:
+                continue
+            if (meta.sop_class, meta.transfer_syntax) not in accepted:
+                report.failed[meta.path] = (f"the PACS does not accept SOP class {meta.sop_class} in transfer "
+                                            f"syntax {meta.transfer_syntax}")
+                continue
+            response = assoc.send_c_store(meta.path)
+            status = response.get("Status") if response is not None else None
+            if status is None:
+                raise TransientSendError("the association ended while sending (aborted or timed out)")
+            if _is_stored(int(status)):
+                report.delivered.append(meta.path)
+                if status:
+                    report.warnings[meta.path] = int(status)
+            else:
+                report.failed[meta.path] = f"the PACS answered status 0x{int(status):04X}"
+    finally:
+        if assoc.is_established:
+            assoc.release()
+
+
+def send_files(target: PacsTarget, metas: list[FileMeta], report: SendReport) -> SendReport:
+    """Send every file not yet delivered; raises TransientSendError (report keeps progress)."""
+    for batch in batches_by_context(metas):
+        send_batch(target, batch, report)
+    return report
+
+
+def echo(target: PacsTarget) -> EchoResult:
+    """C-ECHO with the given target; never raises."""
+    ae = AE(ae_title=target.calling_ae)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = target.timeout_seconds
+    ae.add_requested_context(Verification)
+    started = time.perf_counter()
+    try:
+        assoc = ae.associate(target.host, target.port, ae_title=target.called_ae)
+    except Exception as err:  # noqa: BLE001 - e.g. an unresolvable host name
+        return EchoResult(False, 0.0, f"cannot connect to {target.host}:{target.port}: {err}")
+    if not assoc.is_established:
+        return EchoResult(False, (time.perf_counter() - started) * 1000,
+                          f"C-ECHO failed: {_describe_failed_association(assoc, target)}")
+    try:
+        response = assoc.send_c_echo()
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    elapsed = (time.perf_counter() - started) * 1000
+    status = response.get("Status") if response is not None else None
+    if status == 0x0000:
+        return EchoResult(True, elapsed, f"C-ECHO to {target.called_ae}@{target.host}:{target.port} succeeded")
+    return EchoResult(False, elapsed, f"C-ECHO failed (status {status if status is not None else 'none'})")
+
+

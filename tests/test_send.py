@@ -1,0 +1,257 @@
+"""Sending (manual §5): ZIPs dropped in Outbox_Auto reach a real PACS (Orthanc, DCMTK storescp)."""
+
+from __future__ import annotations
+
+import io
+import os
+import queue
+import stat
+import subprocess
+import sys
+import time
+import zipfile
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+
+from bridge.engine import Engine
+from bridge.events import OutboxZipDone
+from bridge.logbook import FAILED, SEND, SUCCESS, WARNING
+
+from .conftest import free_port, write_config
+from .pacs import Orthanc, StoreSCP
+from .studies import CT, JPEG2000, JPEG_BASELINE, RLE, SR, make_study
+
+
+@pytest.fixture
+def orthanc(tmp_path):
+    peer = Orthanc(tmp_path / "orthanc")
+    yield peer
+    peer.stop()
+
+
+class SendingBridge:
+    def __init__(self, settings) -> None:
+        self.engine = Engine(settings, bind_address="127.0.0.1")
+        self.events: "queue.Queue" = queue.Queue()
+        self.engine.bus.subscribe(self.events.put)
+        self.engine.start()
+
+    @property
+    def layout(self):
+        return self.engine.layout
+
+    def drop(self, zip_bytes: bytes, name: str = "study.zip") -> Path:
+        """Write a ZIP the way an app should: elsewhere, then rename into the outbox."""
+        temp = self.layout.root / f".{name}.tmp"
+        temp.write_bytes(zip_bytes)
+        target = self.layout.outbox_auto / name
+        os.replace(temp, target)
+        return target
+
+    def wait_done(self, count: int = 1, timeout: float = 120) -> list[OutboxZipDone]:
+        done: list[OutboxZipDone] = []
+        while len(done) < count:
+            event = self.events.get(timeout=timeout)
+            if isinstance(event, OutboxZipDone):
+                done.append(event)
+        return done
+
+    def stop(self) -> None:
+        self.engine.stop(grace_seconds=5)
+
+
+def sending_settings(bridge_settings, peer_port: int, called: str, **changes):
+    return replace(bridge_settings, receive_enabled=False, send_enabled=True, send_host="127.0.0.1",
+                   send_port=peer_port, send_ae_title_receiver=called, send_retries=1,
+                   send_retry_delay_seconds=1, **changes)
+
+
+@pytest.fixture
+def make_bridge():
+    bridges = []
+
+    def start(settings) -> SendingBridge:
+        bridge = SendingBridge(settings)
+        bridges.append(bridge)
+        return bridge
+
+    yield start
+    for bridge in bridges:
+        bridge.stop()
+
+
+def zip_of(files: list[Path], extra: dict[str, bytes] | None = None) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for number, path in enumerate(files):
+            archive.write(path, f"series/{number:04d}.dcm")
+        for name, data in (extra or {}).items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def mixed_study(folder: Path) -> list[Path]:
+    """CT + compressed (JPEG 2000, JPEG, RLE) + SR of one patient, as a messaging app sends them."""
+    first = make_study(folder / "ct", count=4, sample=CT)
+    files = list(first.files)
+    for sample in (JPEG2000, JPEG_BASELINE, RLE, SR):
+        files += make_study(folder / sample, count=2, sample=sample, study_uid=first.uid).files
+    return files
+
+
+def test_zip_reaches_orthanc_complete_and_is_deleted(bridge_settings, orthanc, make_bridge, tmp_path):
+    files = mixed_study(tmp_path / "study")
+    bridge = make_bridge(sending_settings(bridge_settings, orthanc.port, orthanc.aet))
+    dropped = bridge.drop(zip_of(files))
+    (done,) = bridge.wait_done()
+    assert done.status == SUCCESS
+    assert not dropped.exists() and list(bridge.layout.outbox_failed.iterdir()) == []
+    stored = orthanc.sop_uids()
+    for path in files:
+        sent = dcmread(path)
+        assert sent.SOPInstanceUID in stored
+        got = dcmread(io.BytesIO(orthanc.file(stored[sent.SOPInstanceUID])))
+        assert got.file_meta.TransferSyntaxUID == sent.file_meta.TransferSyntaxUID
+        if "PixelData" in sent:
+            assert got.PixelData == sent.PixelData
+    row = bridge.engine.logbook.newest()[0]
+    assert (row.action, row.status, row.image_count) == (SEND, SUCCESS, len(files))
+    assert row.patient_name == "HOLTZMANN, Carsten" and "CT" in row.modality
+    assert list(bridge.layout.outbox_work.iterdir()) == []
+
+
+def test_zip_reaches_dcmtk_storescp(bridge_settings, make_bridge, tmp_path):
+    scp = StoreSCP(tmp_path / "scp")
+    try:
+        files = mixed_study(tmp_path / "study")
+        bridge = make_bridge(sending_settings(bridge_settings, scp.port, scp.aet))
+        bridge.drop(zip_of(files, extra={"DICOMDIR": b"x" * 200, "readme.txt": b"hello"}))
+        (done,) = bridge.wait_done()
+        received = {str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in scp.folder.iterdir()}
+        assert received == {str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in files}
+        assert done.status == WARNING  # the skipped entries are worth a look
+        row = bridge.engine.logbook.newest()[0]
+        assert "DICOMDIR" in row.detail and "readme.txt: not a DICOM file" in row.detail
+    finally:
+        scp.stop()
+
+
+def test_pacs_down_is_retried_then_failed_and_the_next_zip_goes_through(bridge_settings, make_bridge, tmp_path):
+    port = free_port()
+    files = make_study(tmp_path / "study", count=2).files
+    bridge = make_bridge(sending_settings(bridge_settings, port, StoreSCP.aet))
+    started = time.monotonic()
+    bridge.drop(zip_of(files), "first.zip")
+    (done,) = bridge.wait_done()
+    assert done.status == FAILED and time.monotonic() - started >= 1  # one retry after 1 s
+    failed = bridge.layout.outbox_failed / "first.zip"
+    assert failed.read_bytes() == zip_of(files)
+    reason = (bridge.layout.outbox_failed / "first.zip.reason.txt").read_text()
+    assert "gave up after 2 tries" in reason
+    scp = StoreSCP(tmp_path / "scp", port=port)
+    try:
+        bridge.drop(zip_of(files), "second.zip")
+        (done,) = bridge.wait_done()
+        assert done.status == SUCCESS and len(list(scp.folder.iterdir())) == 2
+    finally:
+        scp.stop()
+
+
+def _hostile_zips(tmp_path: Path, dicom: Path) -> dict[str, bytes]:
+    def with_entry(name: str, data: bytes, attr: int | None = None) -> bytes:
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.write(dicom, "ok.dcm")
+            info = zipfile.ZipInfo(name)
+            if attr is not None:
+                info.create_system = 3
+                info.external_attr = attr << 16
+            archive.writestr(info, data)
+        return buffer.getvalue()
+
+    bomb = io.BytesIO()
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("bomb.dcm", b"\0" * (300 * 1024 * 1024))
+    whole = zip_of([dicom])
+    return {
+        "dotdot.zip": with_entry("../../escaped.dcm", dicom.read_bytes()),
+        "absolute.zip": with_entry("/tmp/escaped.dcm", dicom.read_bytes()),
+        "symlink.zip": with_entry("link.dcm", b"/etc/passwd", attr=stat.S_IFLNK | 0o777),
+        "bomb.zip": bomb.getvalue(),
+        "truncated.zip": whole[: len(whole) // 2],
+        "not-a-zip.zip": b"this is not a zip file at all" * 10,
+        "empty.zip": zip_of([]),
+    }
+
+
+def test_hostile_zips_end_in_outbox_failed_and_nothing_escapes(bridge_settings, make_bridge, tmp_path, monkeypatch):
+    import bridge.outbox as outbox
+
+    monkeypatch.setattr(outbox, "INVALID_AFTER_SECONDS", 3.0)
+    dicom = make_study(tmp_path / "study", count=1).files[0]
+    hostile = _hostile_zips(tmp_path, dicom)
+    before = {p for p in tmp_path.rglob("*")}
+    bridge = make_bridge(sending_settings(bridge_settings, free_port(), "NOBODY"))
+    for name, data in hostile.items():
+        bridge.drop(data, name)
+    done = {event.zip_name: event for event in bridge.wait_done(len(hostile))}
+    assert set(done) == set(hostile) and all(e.status == FAILED for e in done.values())
+    for name in hostile:
+        reason = (bridge.layout.outbox_failed / f"{name}.reason.txt").read_text()
+        assert reason.strip(), name
+        assert (bridge.layout.outbox_failed / name).read_bytes() == hostile[name]
+    reasons = {name: (bridge.layout.outbox_failed / f"{name}.reason.txt").read_text() for name in hostile}
+    assert "'..'" in reasons["dotdot.zip"] and "absolute" in reasons["absolute.zip"]
+    assert "symbolic link" in reasons["symlink.zip"] and "zip bomb" in reasons["bomb.zip"]
+    assert "not a valid ZIP" in reasons["truncated.zip"] and "not a valid ZIP" in reasons["not-a-zip.zip"]
+    assert "no DICOM files" in reasons["empty.zip"]
+    store = bridge.layout.root
+    escaped = {p for p in tmp_path.rglob("*") if p not in before and store not in p.parents and p != store}
+    assert escaped == set()
+    assert not Path("/tmp/escaped.dcm").exists()
+
+
+def test_zip_written_slowly_is_taken_only_when_complete(bridge_settings, orthanc, make_bridge, tmp_path):
+    files = make_study(tmp_path / "study", count=3).files
+    data = zip_of(files)
+    bridge = make_bridge(sending_settings(bridge_settings, orthanc.port, orthanc.aet))
+    target = bridge.layout.outbox_auto / "slow.zip"
+    with open(target, "wb") as sink:  # an app writing in place, in chunks, over about 3 s
+        for start in range(0, len(data), len(data) // 4 + 1):
+            sink.write(data[start : start + len(data) // 4 + 1])
+            sink.flush()
+            time.sleep(0.8)
+    (done,) = bridge.wait_done()
+    assert done.status == SUCCESS and len(orthanc.sop_uids()) == 3
+
+
+def test_zip_claimed_before_a_crash_is_sent_after_the_restart(bridge_settings, orthanc, make_bridge, tmp_path):
+    files = make_study(tmp_path / "study", count=2).files
+    settings = sending_settings(bridge_settings, orthanc.port, orthanc.aet)
+    layout_work = settings.storage_folder / ".bridge" / "outbox"
+    layout_work.mkdir(parents=True)
+    (layout_work / "0123456789ab__claimed.zip").write_bytes(zip_of(files))
+    bridge = make_bridge(settings)
+    (done,) = bridge.wait_done()
+    assert done.status == SUCCESS and len(orthanc.sop_uids()) == 2
+    assert list(bridge.layout.outbox_work.iterdir()) == []
+
+
+def _echo(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bridge.cli", "echo", "--config", str(config)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_echo_command_against_orthanc_and_a_closed_port(orthanc, tmp_path):
+    good = write_config(tmp_path / "good.toml", send__host="127.0.0.1", send__port=orthanc.port,
+                        send__ae_title_receiver=orthanc.aet)
+    result = _echo(good)
+    assert result.returncode == 0, result.stderr
+    assert "succeeded" in result.stdout and " ms)" in result.stdout
+    closed = write_config(tmp_path / "closed.toml", send__host="127.0.0.1", send__port=free_port())
+    result = _echo(closed)
+    assert result.returncode != 0
+    assert "no connection to the PACS" in result.stderr
