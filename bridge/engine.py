@@ -84,7 +84,8 @@ class Engine:
     def send_settings(self) -> SendSettings:
         """The sender's view of the settings in force (read again for every ZIP)."""
         return SendSettings(target=pacs_target(self.settings), retries=self.settings.send_retries,
-                            retry_delay_seconds=self.settings.send_retry_delay_seconds)
+                            retry_delay_seconds=self.settings.send_retry_delay_seconds,
+                            parallel_associations=self.settings.send_parallel_associations)
 
     def _start_detail(self) -> str:
         receiving = (f"receiving on port {self.settings.receive_port} as {self.settings.receive_ae_title}"

@@ -99,19 +99,36 @@ class _Walker:
                 pos = self.skip_value(nested_vr, value_start, value_length)
 
 
-def _meta(head: bytes) -> tuple[str, int]:
-    """Transfer syntax and dataset offset from the group-0002 file meta (always explicit LE)."""
+def _file_meta(head: bytes) -> tuple[dict[int, str], int]:
+    """Group-0002 values (always explicit VR little endian) and the offset where the dataset starts."""
     if head[128:132] != b"DICM":
         raise _Unsure
-    walker, pos, syntax = _Walker(head, "<", implicit=False), 132, ""
+    walker, pos, values = _Walker(head, "<", implicit=False), 132, {}
     while pos + 8 <= len(head) and struct.unpack_from("<H", head, pos)[0] == 0x0002:
         tag, _, start, length = walker.element(pos)
-        if tag == 0x00020010:
-            syntax = head[start : start + length].rstrip(b"\x00 ").decode("ascii", "replace")
+        if start + length > len(head):
+            raise _Unsure
+        values[tag] = head[start : start + length].rstrip(b"\x00 ").decode("ascii", "replace")
         pos = start + length
-    if not syntax:
+    return values, pos
+
+
+def _meta(head: bytes) -> tuple[str, int]:
+    """Transfer syntax and dataset offset from the file meta."""
+    values, pos = _file_meta(head)
+    if not values.get(0x00020010):
         raise _Unsure
-    return syntax, pos
+    return values[0x00020010], pos
+
+
+def file_meta_from_head(head: bytes) -> tuple[str, str, str] | None:
+    """(SOP class, SOP instance, transfer syntax) from a file's first bytes, or None if not there."""
+    try:
+        values, _ = _file_meta(head)
+    except (_Unsure, struct.error):
+        return None
+    found = tuple(values.get(tag, "") for tag in (0x00020002, 0x00020003, 0x00020010))
+    return found if all(found) else None  # type: ignore[return-value]
 
 
 def scan_header(path: Path, wanted: set[int]) -> HeaderScan | None:

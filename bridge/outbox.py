@@ -28,14 +28,14 @@ from .instance import MODALITY, read_study_fields
 from .layout import StorageLayout, fsync_path
 from .logbook import FAILED, SEND, SUCCESS, WARNING, LogBook, LogEntry
 from .naming import display_date, display_patient_name, modality_field
-from .safe_unzip import Unpacked, ZipRejected, unpack
-from .sender import FileMeta, PacsTarget, SendReport, TransientSendError, read_meta, send_files
+from .safe_unzip import ReadyFiles, ZipRejected, ZipUnpacker
+from .sender import FileMeta, PacsTarget, SendReport, TransientSendError, WaitForFile, send_files
 
 log = logging.getLogger(__name__)
 
-STABLE_SECONDS = 2.0
+STABLE_SECONDS = 0.5
 INVALID_AFTER_SECONDS = 30.0
-POLL_SECONDS = 0.5
+POLL_SECONDS = 0.1
 CLAIM_SEPARATOR = "__"
 
 
@@ -90,6 +90,7 @@ class SendSettings:
     target: PacsTarget
     retries: int
     retry_delay_seconds: float
+    parallel_associations: int = 1
 
 
 class Outbox:
@@ -128,7 +129,7 @@ class Outbox:
             claimed = self._claim(path)
             if claimed is not None:
                 self._fail(claimed, "not a valid ZIP file (or truncated): it did not open as a ZIP "
-                                    f"within {INVALID_AFTER_SECONDS:.0f} s of its last change", Unpacked(), {})
+                                    f"within {INVALID_AFTER_SECONDS:.0f} s of its last change", [], 0, {})
         for path in ready:
             if self.stop.is_set():
                 return
@@ -146,39 +147,52 @@ class Outbox:
 
     # -- one ZIP ------------------------------------------------------------------------------
     def process(self, claimed: Path) -> None:
-        """Unpack, send with retries, then delete or move to Outbox_Failed; always logs a row."""
+        """Unpack while sending (with retries), then delete or move to Outbox_Failed; logs a row."""
         work = claimed.with_name(claimed.name + ".d")
         shutil.rmtree(work, ignore_errors=True)
-        unpacked = Unpacked()
         report = SendReport()
+        metas: list[FileMeta] = []
+        skipped: list[str] = []
         columns: dict[str, object] = {}
+        unpacker: ZipUnpacker | None = None
+        extractor: threading.Thread | None = None
         try:
-            unpacked = unpack(claimed, work)
-            if not unpacked.dicom_files:
+            unpacker = ZipUnpacker(claimed, work)
+            metas = unpacker.plan()
+            skipped = unpacker.skipped
+            if not metas:
                 raise ZipRejected("the ZIP holds no DICOM files")
-            columns = study_columns(unpacked.dicom_files)
-            metas = [read_meta(path) for path in unpacked.dicom_files]
-            self._send_with_retries(metas, report)
+            ready = ReadyFiles()
+            extractor = threading.Thread(target=_extract, args=(unpacker, ready), name="unzip", daemon=True)
+            extractor.start()
+            self._send_with_retries(metas, report, ready.wait)
+            extractor.join()
+            columns = study_columns([m.path for m in metas])
             if report.failed:
                 raise ZipRejected(f"{len(report.failed)} of {len(metas)} images were not stored: "
                                   + "; ".join(sorted(set(report.failed.values())))[:2000])
         except SendingInterrupted:
             return
         except (ZipRejected, TransientSendError, OSError, ValueError) as err:
-            self._fail(claimed, str(err), unpacked, columns)
+            self._fail(claimed, str(err), skipped, len(metas), columns)
             return
         finally:
+            if unpacker is not None:
+                unpacker.cancelled.set()
+                if extractor is not None:
+                    extractor.join()
+                unpacker.close()
             shutil.rmtree(work, ignore_errors=True)
         claimed.unlink()
-        self._log(claimed, WARNING if report.warnings or unpacked.skipped else SUCCESS, len(unpacked.dicom_files),
-                  columns, f"{len(report.delivered)} images stored in the PACS" + self._notes(unpacked, report))
+        self._log(claimed, WARNING if report.warnings or skipped else SUCCESS, len(metas), columns,
+                  f"{len(report.delivered)} images stored in the PACS" + self._notes(skipped, report))
 
-    def _send_with_retries(self, metas: list[FileMeta], report: SendReport) -> None:
+    def _send_with_retries(self, metas: list[FileMeta], report: SendReport, wait: WaitForFile) -> None:
         settings = self.settings()
         delay = settings.retry_delay_seconds
         for attempt in range(settings.retries + 1):
             try:
-                send_files(settings.target, metas, report)
+                send_files(settings.target, metas, report, settings.parallel_associations, wait)
                 return
             except TransientSendError as err:
                 if attempt == settings.retries:
@@ -188,7 +202,8 @@ class Outbox:
                     raise SendingInterrupted() from None
                 delay *= 2
 
-    def _fail(self, claimed: Path, reason: str, unpacked: Unpacked, columns: dict[str, object]) -> None:
+    def _fail(self, claimed: Path, reason: str, skipped: list[str], image_count: int,
+              columns: dict[str, object]) -> None:
         """Move the ZIP, unchanged, to Outbox_Failed with ``<name>.reason.txt`` beside it."""
         name = claimed.name.split(CLAIM_SEPARATOR, 1)[-1]
         target = self.layout.outbox_failed / name
@@ -196,19 +211,19 @@ class Outbox:
         while target.exists() or target.with_name(target.name + ".reason.txt").exists():
             number += 1
             target = self.layout.outbox_failed / f"{Path(name).stem}-{number}{Path(name).suffix}"
-        skipped = "".join(f"skipped {entry}\n" for entry in unpacked.skipped)
-        target.with_name(target.name + ".reason.txt").write_text(f"{reason}\n{skipped}", encoding="utf-8")
+        notes = "".join(f"skipped {entry}\n" for entry in skipped)
+        target.with_name(target.name + ".reason.txt").write_text(f"{reason}\n{notes}", encoding="utf-8")
         os.replace(claimed, target)
         fsync_path(self.layout.outbox_failed)
-        self._log(claimed, FAILED, len(unpacked.dicom_files), columns, reason, target)
+        self._log(claimed, FAILED, image_count, columns, reason, target)
 
     @staticmethod
-    def _notes(unpacked: Unpacked, report: SendReport) -> str:
+    def _notes(skipped: list[str], report: SendReport) -> str:
         notes = []
         if report.warnings:
             notes.append(f"{len(report.warnings)} with warning status")
-        if unpacked.skipped:
-            notes.append("skipped: " + "; ".join(unpacked.skipped[:10]))
+        if skipped:
+            notes.append("skipped: " + "; ".join(skipped[:10]))
         return f" ({'; '.join(notes)})" if notes else ""
 
     def _log(self, claimed: Path, status: str, image_count: int, columns: dict[str, object], detail: str,
@@ -218,6 +233,15 @@ class Outbox:
         self.logbook.add(LogEntry(action=SEND, status=status, detail=detail, image_count=image_count,
                                   target=where, **columns))
         self.bus.publish(OutboxZipDone(zip_name=name, target=where, status=status))
+
+
+def _extract(unpacker: ZipUnpacker, ready: ReadyFiles) -> None:
+    """Unpacking thread: announce each file; a failure ends every wait with its reason."""
+    try:
+        unpacker.extract_all(ready.mark)
+        ready.finish()
+    except (ZipRejected, OSError) as err:
+        ready.finish(str(err))
 
 
 def study_columns(files: list[Path]) -> dict[str, object]:

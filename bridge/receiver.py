@@ -27,6 +27,7 @@ from .events import EventBus, InstanceStored, ReceiverStateChanged
 from .instance import read_study_uid
 from .layout import StorageLayout, free_megabytes
 from .logbook import FAILED, RECEIVE, WARNING, LogBook, LogEntry
+from .net import NAGLE_OFF
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ class Receiver:
         ae.acse_timeout = 30
         ae.add_supported_context(Verification)
         handlers = [
+            NAGLE_OFF,
             (evt.EVT_C_STORE, self._handle_store),
             (evt.EVT_C_ECHO, lambda event: STATUS_SUCCESS),
             (evt.EVT_ESTABLISHED, self._association_started),

@@ -1,32 +1,40 @@
-"""Unpack a ZIP from the outbox without trusting it.
+"""Unpack a ZIP from the outbox without trusting it, so that sending can start at once.
 
 Entry names are never used as paths: every member is written to ``<work>/<n>.dcm``, so no
 name can escape the work folder; names that try (absolute, ``..``, drive letters) or links
 still fail the whole ZIP, because such a ZIP did not come from the messaging app. Sizes are
 counted while writing, not taken from the headers (zip bombs lie about them).
+
+``plan()`` checks every entry and reads only the first bytes of each member (its DICOM file
+meta: SOP class, instance, transfer syntax), which is all the sender needs to open its
+associations; ``extract_all()`` then writes the members in order, announcing each one, so the
+first images are on their way while the rest is still being unpacked.
 """
 
 from __future__ import annotations
 
 import stat
+import threading
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Callable
+
+from .header_scan import file_meta_from_head
+from .sender import FileMeta
 
 MAX_ENTRIES = 50_000
 MAX_TOTAL_BYTES = 16 * 1024**3
-MAX_RATIO = 200  # uncompressed / compressed; DICOM deflates 2-5x, a bomb 1000x+
+# A bomb is large *and* extremely compressed; real studies deflate 2-5x (a few blank images
+# may reach 1000x, but not hundreds of MB of them).
+BOMB_MIN_BYTES = 256 * 1024**2
+BOMB_RATIO = 100
+HEAD_BYTES = 16 * 1024
 CHUNK = 1024 * 1024
 
 
 class ZipRejected(ValueError):
     """The ZIP is unsafe or unreadable; the message says why (it goes into the reason file)."""
-
-
-@dataclass
-class Unpacked:
-    dicom_files: list[Path] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)  # "name: why", for the log book
 
 
 def _unsafe_name(name: str) -> str | None:
@@ -59,50 +67,100 @@ def check_entries(archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
         if not info.is_dir():
             files.append(info)
     declared = sum(i.file_size for i in files)
+    packed = max(sum(i.compress_size for i in files), 1)
     if declared > MAX_TOTAL_BYTES:
         raise ZipRejected(f"unpacks to {declared} bytes, more than the {MAX_TOTAL_BYTES} allowed")
+    if declared > BOMB_MIN_BYTES and declared > packed * BOMB_RATIO:
+        raise ZipRejected(f"unpacks {packed} bytes to {declared} (zip bomb?)")
     return files
 
 
-def unpack(zip_path: Path, work: Path) -> Unpacked:
-    """Unpack DICOM members into ``work`` (created); skip DICOMDIR and non-DICOM entries."""
-    work.mkdir(parents=True, exist_ok=True)
-    result = Unpacked()
-    try:
-        with zipfile.ZipFile(zip_path) as archive:
-            total = 0
-            for number, info in enumerate(check_entries(archive), start=1):
-                if PurePosixPath(info.filename.replace("\\", "/")).name.upper() == "DICOMDIR":
-                    result.skipped.append(f"{info.filename}: DICOMDIR (not an image)")
-                    continue
-                target = work / f"{number:06d}.dcm"
-                total += _copy_member(archive, info, target, total)
-                if _is_dicom(target):
-                    result.dicom_files.append(target)
-                else:
-                    target.unlink()
-                    result.skipped.append(f"{info.filename}: not a DICOM file")
-    except zipfile.BadZipFile as err:
-        raise ZipRejected(f"not a valid ZIP file, truncated or damaged ({err})") from None
-    except (EOFError, zipfile.LargeZipFile, NotImplementedError, RuntimeError) as err:
-        raise ZipRejected(f"cannot unpack: {err}") from None
-    return result
+class ZipUnpacker:
+    """One outbox ZIP: plan what to send from the member heads, then extract in order."""
+
+    def __init__(self, zip_path: Path, work: Path) -> None:
+        self.work = work
+        self.skipped: list[str] = []  # "name: why", for the log book
+        self.cancelled = threading.Event()
+        self._planned: list[tuple[zipfile.ZipInfo, FileMeta]] = []
+        try:
+            self._archive = zipfile.ZipFile(zip_path)
+        except (zipfile.BadZipFile, OSError, EOFError) as err:
+            raise ZipRejected(f"not a valid ZIP file, truncated or damaged ({err})") from None
+
+    def plan(self) -> list[FileMeta]:
+        """The DICOM files this ZIP will give, with their file meta; skips DICOMDIR and others."""
+        self.work.mkdir(parents=True, exist_ok=True)
+        for number, info in enumerate(check_entries(self._archive), start=1):
+            if PurePosixPath(info.filename.replace("\\", "/")).name.upper() == "DICOMDIR":
+                self.skipped.append(f"{info.filename}: DICOMDIR (not an image)")
+                continue
+            found = file_meta_from_head(self._read_head(info))
+            if found is None:
+                self.skipped.append(f"{info.filename}: not a DICOM file")
+                continue
+            target = self.work / f"{number:06d}.dcm"
+            self._planned.append((info, FileMeta(target, *found)))
+        return [meta for _, meta in self._planned]
+
+    def _read_head(self, info: zipfile.ZipInfo) -> bytes:
+        try:
+            with self._archive.open(info) as member:
+                return member.read(HEAD_BYTES)
+        except (zipfile.BadZipFile, EOFError, OSError, RuntimeError, NotImplementedError) as err:
+            raise ZipRejected(f"entry {info.filename!r} cannot be read: {err}") from None
+
+    def extract_all(self, on_ready: Callable[[Path], None] = lambda path: None) -> None:
+        """Write every planned member (sizes counted, CRC checked), announcing each one."""
+        total = 0
+        for info, meta in self._planned:
+            if self.cancelled.is_set():
+                return
+            total += self._copy_member(info, meta.path, total)
+            on_ready(meta.path)
+
+    def _copy_member(self, info: zipfile.ZipInfo, target: Path, total_before: int) -> int:
+        """Copy one member; zipfile stops at the declared size and checks the CRC, we count too."""
+        limit = min(MAX_TOTAL_BYTES - total_before, info.file_size)
+        written = 0
+        try:
+            with self._archive.open(info) as source, open(target, "wb") as sink:
+                while chunk := source.read(CHUNK):
+                    written += len(chunk)
+                    if written > limit:
+                        raise ZipRejected(f"entry {info.filename!r} unpacks far beyond its size (zip bomb?)")
+                    sink.write(chunk)
+        except (zipfile.BadZipFile, EOFError, RuntimeError, NotImplementedError) as err:
+            raise ZipRejected(f"entry {info.filename!r} is damaged: {err}") from None
+        return written
+
+    def close(self) -> None:
+        self._archive.close()
 
 
-def _copy_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, total_before: int) -> int:
-    """Copy one member, stopping as soon as sizes go past what is allowed."""
-    limit = min(MAX_TOTAL_BYTES - total_before, max(info.compress_size, 1) * MAX_RATIO + CHUNK)
-    written = 0
-    with archive.open(info) as source, open(target, "wb") as sink:
-        while chunk := source.read(CHUNK):
-            written += len(chunk)
-            if written > limit:
-                raise ZipRejected(f"entry {info.filename!r} unpacks far beyond its size (zip bomb?)")
-            sink.write(chunk)
-    return written
+@dataclass
+class ReadyFiles:
+    """Which unpacked files exist yet; the sender waits here for the one it sends next."""
 
+    timeout_seconds: float = 600.0
+    _ready: set[Path] = field(default_factory=set)
+    _error: str = ""
+    _done: bool = False
+    _changed: threading.Condition = field(default_factory=threading.Condition)
 
-def _is_dicom(path: Path) -> bool:
-    with open(path, "rb") as handle:
-        head = handle.read(132)
-    return len(head) == 132 and head[128:132] == b"DICM"
+    def mark(self, path: Path) -> None:
+        with self._changed:
+            self._ready.add(path)
+            self._changed.notify_all()
+
+    def finish(self, error: str = "") -> None:
+        with self._changed:
+            self._error, self._done = error, True
+            self._changed.notify_all()
+
+    def wait(self, meta: FileMeta) -> None:
+        with self._changed:
+            if not self._changed.wait_for(lambda: meta.path in self._ready or self._done, self.timeout_seconds):
+                raise ZipRejected(f"unpacking stalled for {self.timeout_seconds:.0f} s")
+            if meta.path not in self._ready:
+                raise ZipRejected(self._error or "unpacking stopped")

@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from pydicom.filereader import read_file_meta_info
 from pynetdicom import AE, _config
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from .net import NAGLE_OFF
 
 log = logging.getLogger(__name__)
 
@@ -104,24 +108,36 @@ def _is_stored(status: int) -> bool:
     return status == 0x0000 or (status & 0xF000) == 0xB000
 
 
-def send_batch(target: PacsTarget, batch: list[FileMeta], report: SendReport) -> None:
-    """One association for one batch; fills ``report``; raises TransientSendError."""
+WaitForFile = Callable[[FileMeta], None]
+
+
+def _no_wait(meta: FileMeta) -> None:
+    """Files already on disk: nothing to wait for."""
+
+
+def send_batch(target: PacsTarget, batch: list[FileMeta], report: SendReport, wait: WaitForFile = _no_wait) -> None:
+    """One association for one batch; fills ``report``; raises TransientSendError.
+
+    ``wait`` blocks until a file exists (the outbox sends while it is still unpacking).
+    """
     ae = AE(ae_title=target.calling_ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = target.timeout_seconds
     for sop_class, syntax in dict.fromkeys((m.sop_class, m.transfer_syntax) for m in batch):
         ae.add_requested_context(sop_class, syntax)
-    assoc = ae.associate(target.host, target.port, ae_title=target.called_ae, max_pdu=0)
+    assoc = ae.associate(target.host, target.port, ae_title=target.called_ae, max_pdu=0, evt_handlers=[NAGLE_OFF])
     if not assoc.is_established:
         raise TransientSendError(_describe_failed_association(assoc, target))
     try:
         accepted = {(cx.abstract_syntax, cx.transfer_syntax[0]) for cx in assoc.accepted_contexts}
+        done = set(report.delivered) | set(report.failed)
         for meta in batch:
-            if meta.path in report.delivered or meta.path in report.failed:
+            if meta.path in done:
                 continue
             if (meta.sop_class, meta.transfer_syntax) not in accepted:
                 report.failed[meta.path] = (f"the PACS does not accept SOP class {meta.sop_class} in transfer "
                                             f"syntax {meta.transfer_syntax}")
                 continue
+            wait(meta)
             response = assoc.send_c_store(meta.path)
             status = response.get("Status") if response is not None else None
             if status is None:
@@ -137,10 +153,42 @@ def send_batch(target: PacsTarget, batch: list[FileMeta], report: SendReport) ->
             assoc.release()
 
 
-def send_files(target: PacsTarget, metas: list[FileMeta], report: SendReport) -> SendReport:
-    """Send every file not yet delivered; raises TransientSendError (report keeps progress)."""
-    for batch in batches_by_context(metas):
-        send_batch(target, batch, report)
+def send_files(target: PacsTarget, metas: list[FileMeta], report: SendReport, parallel: int = 1,
+               wait: WaitForFile = _no_wait) -> SendReport:
+    """Send every file not yet delivered; raises TransientSendError (report keeps progress).
+
+    With ``parallel`` > 1 the files are dealt round-robin to that many associations on their
+    own threads (one Association per thread): a PACS that answers each C-STORE slowly, or
+    stores on several threads, is then kept busy.
+    """
+    if parallel <= 1 or len(metas) < 2:
+        for batch in batches_by_context(metas):
+            send_batch(target, batch, report, wait)
+        return report
+    shares = [metas[i::parallel] for i in range(min(parallel, len(metas)))]
+    reports = [SendReport(delivered=list(report.delivered)) for _ in shares]
+    errors: list[Exception] = []
+
+    def send_share(share: list[FileMeta], share_report: SendReport) -> None:
+        try:
+            for batch in batches_by_context(share):
+                send_batch(target, batch, share_report, wait)
+        except Exception as err:  # noqa: BLE001 - re-raised on the caller's thread below
+            errors.append(err)
+
+    threads = [threading.Thread(target=send_share, args=pair, name=f"send-{n}")
+               for n, pair in enumerate(zip(shares, reports))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    already = set(report.delivered)
+    for share_report in reports:
+        report.delivered.extend(p for p in share_report.delivered if p not in already)
+        report.warnings.update(share_report.warnings)
+        report.failed.update(share_report.failed)
+    if errors:
+        raise errors[0]
     return report
 
 
@@ -151,7 +199,7 @@ def echo(target: PacsTarget) -> EchoResult:
     ae.add_requested_context(Verification)
     started = time.perf_counter()
     try:
-        assoc = ae.associate(target.host, target.port, ae_title=target.called_ae)
+        assoc = ae.associate(target.host, target.port, ae_title=target.called_ae, evt_handlers=[NAGLE_OFF])
     except Exception as err:  # noqa: BLE001 - e.g. an unresolvable host name
         return EchoResult(False, 0.0, f"cannot connect to {target.host}:{target.port}: {err}")
     if not assoc.is_established:

@@ -132,6 +132,9 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 _int_in(0, 10)),
     SettingSpec("send", "retry_delay_seconds", 10,
                 "Wait before the first retry; doubled for each further one (1-600).", _int_in(1, 600)),
+    SettingSpec("send", "parallel_associations", 1,
+                "Associations used at once to send one ZIP; more hide a slow PACS's latency (1-8).",
+                _int_in(1, 8)),
 )
 
 SPEC_BY_NAME = {spec.name: spec for spec in SETTINGS}
@@ -157,6 +160,7 @@ class Settings:
     send_ae_title_sender: str
     send_retries: int
     send_retry_delay_seconds: int
+    send_parallel_associations: int
     source: Path | None = field(default=None, compare=False)
 
     @property
@@ -183,6 +187,7 @@ _FIELD_FOR = {
     "send.ae_title_sender": "send_ae_title_sender",
     "send.retries": "send_retries",
     "send.retry_delay_seconds": "send_retry_delay_seconds",
+    "send.parallel_associations": "send_parallel_associations",
 }
 
 

@@ -102,9 +102,11 @@ def mixed_study(folder: Path) -> list[Path]:
     return files
 
 
-def test_zip_reaches_orthanc_complete_and_is_deleted(bridge_settings, orthanc, make_bridge, tmp_path):
+@pytest.mark.parametrize("parallel", [1, 4])
+def test_zip_reaches_orthanc_complete_and_is_deleted(bridge_settings, orthanc, make_bridge, tmp_path, parallel):
     files = mixed_study(tmp_path / "study")
-    bridge = make_bridge(sending_settings(bridge_settings, orthanc.port, orthanc.aet))
+    bridge = make_bridge(sending_settings(bridge_settings, orthanc.port, orthanc.aet,
+                                          send_parallel_associations=parallel))
     dropped = bridge.drop(zip_of(files))
     (done,) = bridge.wait_done()
     assert done.status == SUCCESS
@@ -214,6 +216,27 @@ def test_hostile_zips_end_in_outbox_failed_and_nothing_escapes(bridge_settings, 
     assert not Path("/tmp/escaped.dcm").exists()
 
 
+def test_damaged_member_fails_the_zip_with_its_reason(bridge_settings, make_bridge, tmp_path):
+    files = make_study(tmp_path / "study", count=2).files
+    stored = io.BytesIO()
+    with zipfile.ZipFile(stored, "w", zipfile.ZIP_STORED) as archive:
+        archive.write(files[0], "a.dcm")
+        archive.write(files[1], "b.dcm")
+    damaged = bytearray(stored.getvalue())
+    damaged[len(damaged) * 3 // 4] ^= 0xFF  # inside b.dcm's pixel data: its CRC no longer matches
+    scp = StoreSCP(tmp_path / "scp")
+    try:
+        bridge = make_bridge(sending_settings(bridge_settings, scp.port, scp.aet))
+        bridge.drop(bytes(damaged), "damaged.zip")
+        (done,) = bridge.wait_done()
+    finally:
+        scp.stop()
+    assert done.status == FAILED
+    reason = (bridge.layout.outbox_failed / "damaged.zip.reason.txt").read_text()
+    assert "b.dcm" in reason and "CRC" in reason
+    assert (bridge.layout.outbox_failed / "damaged.zip").read_bytes() == bytes(damaged)
+
+
 def test_zip_written_slowly_is_taken_only_when_complete(bridge_settings, orthanc, make_bridge, tmp_path):
     files = make_study(tmp_path / "study", count=3).files
     data = zip_of(files)
@@ -255,3 +278,30 @@ def test_echo_command_against_orthanc_and_a_closed_port(orthanc, tmp_path):
     result = _echo(closed)
     assert result.returncode != 0
     assert "no connection to the PACS" in result.stderr
+
+
+def test_more_than_128_contexts_are_split_over_associations(bridge_settings, orthanc, make_bridge, tmp_path):
+    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+    from pynetdicom import StoragePresentationContexts
+
+    from .studies import template
+
+    files = []
+    study_uid = generate_uid()
+    classes = [cx.abstract_syntax for cx in StoragePresentationContexts][:70]
+    for number, (sop_class, syntax) in enumerate((c, t) for c in classes
+                                                  for t in (ExplicitVRLittleEndian, ImplicitVRLittleEndian)):
+        dataset = template(CT)
+        dataset.SOPClassUID = dataset.file_meta.MediaStorageSOPClassUID = sop_class
+        dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        dataset.StudyInstanceUID = study_uid
+        dataset.file_meta.TransferSyntaxUID = syntax
+        path = tmp_path / f"{number:03d}.dcm"
+        dataset.save_as(path, enforce_file_format=True)
+        files.append(path)
+    bridge = make_bridge(sending_settings(bridge_settings, orthanc.port, orthanc.aet))
+    bridge.drop(zip_of(files))
+    (done,) = bridge.wait_done()
+    row = bridge.engine.logbook.newest()[0]
+    assert done.status == SUCCESS, row.detail
+    assert len(orthanc.sop_uids()) == 140
