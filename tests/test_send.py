@@ -158,6 +158,10 @@ def test_pacs_down_is_retried_then_failed_and_the_next_zip_goes_through(bridge_s
         bridge.drop(zip_of(files), "second.zip")
         (done,) = bridge.wait_done()
         assert done.status == SUCCESS and len(list(scp.folder.iterdir())) == 2
+        os.replace(failed, bridge.layout.outbox_auto / "first.zip")  # a person re-queues the failed one
+        (done,) = bridge.wait_done()
+        assert (done.zip_name, done.status) == ("first.zip", SUCCESS)
+        assert not (bridge.layout.outbox_auto / "first.zip").exists()
     finally:
         scp.stop()
 
