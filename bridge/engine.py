@@ -9,15 +9,16 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+import time
 from pathlib import Path
 
 from .aggregator import Aggregator, PendingStudy
-from .events import EventBus, StudyRouted
+from .events import BridgeStatus, EventBus, PendingInfo, StudyRouted
 from .layout import StorageLayout
 from .outbox import Outbox, SendSettings
 from .ownership import FolderOwnership
 from .logbook import FAILED, RECEIVE, SERVICE, SUCCESS, WARNING, INFO, LogBook, LogEntry
-from .receiver import Receiver, clear_incoming
+from .receiver import Receiver, ReceiverStartError, clear_incoming
 from .sender import PacsTarget
 from .settings import Settings
 from .textlog import setup_text_log
@@ -44,26 +45,70 @@ class Engine:
         self.aggregator = Aggregator(self.layout.spool, settings.timeout_seconds)
         self.zipper = Zipper(self.layout, settings.crid_tag, self.stopping)
         self.receiver: Receiver | None = None
+        self.receiver_error = ""
         self.outbox: Outbox | None = None
         self._bind_address = bind_address
         self._zip_thread = threading.Thread(target=self._zip_loop, name="zipper", daemon=True)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
-        """Recover what an earlier run left, then open the listener (may raise ReceiverStartError)."""
+        """Recover what an earlier run left, start the workers, then open the listener.
+
+        Raises ReceiverStartError when the port cannot be opened; the other workers keep
+        running (the UI shows the reason; the headless runner exits).
+        """
         self._recover()
-        if self.settings.receive_enabled:
-            self.receiver = Receiver(
-                layout=self.layout, aggregator=self.aggregator, logbook=self.logbook, bus=self.bus,
-                ae_title=self.settings.receive_ae_title, port=self.settings.receive_port,
-                min_free_mb=self.settings.min_free_mb, bind_address=self._bind_address,
-            )
-            self.receiver.start()
         self._zip_thread.start()
-        if self.settings.send_enabled and self.settings.send_host:
+        self._start_outbox()
+        try:
+            self._start_receiver()
+        finally:
+            self.logbook.add(LogEntry(action=SERVICE, status=INFO, detail=self._start_detail()))
+
+    def _start_receiver(self) -> None:
+        self.receiver_error = ""
+        if not self.settings.receive_enabled:
+            return
+        receiver = Receiver(
+            layout=self.layout, aggregator=self.aggregator, logbook=self.logbook, bus=self.bus,
+            ae_title=self.settings.receive_ae_title, port=self.settings.receive_port,
+            min_free_mb=self.settings.min_free_mb, bind_address=self._bind_address,
+        )
+        try:
+            receiver.start()
+        except ReceiverStartError as err:
+            self.receiver_error = str(err)
+            self.logbook.add(LogEntry(action=SERVICE, status=FAILED, detail=str(err)))
+            raise
+        self.receiver = receiver
+
+    def _start_outbox(self) -> None:
+        if self.settings.send_enabled and self.settings.send_host and self.outbox is None:
             self.outbox = Outbox(self.layout, self.logbook, self.bus, self.send_settings, self.stopping)
             self.outbox.start()
-        self.logbook.add(LogEntry(action=SERVICE, status=INFO, detail=self._start_detail()))
+
+    def apply_settings(self, new: Settings) -> str:
+        """Put saved settings in force without a restart; returns what could not be applied."""
+        old, self.settings = self.settings, new
+        self.aggregator.timeout_seconds = new.timeout_seconds
+        self.aggregator.wake()
+        self.zipper.crid_tag = new.crid_tag
+        receiving = ("receive_enabled", "receive_port", "receive_ae_title", "min_free_mb")
+        if any(getattr(old, name) != getattr(new, name) for name in receiving) or self.receiver_error:
+            if self.receiver is not None:
+                self.receiver.stop(grace_seconds=5)
+                self.receiver = None
+            try:
+                self._start_receiver()
+            except ReceiverStartError:
+                pass  # logged, and shown by status()
+        self._start_outbox()
+        self.logbook.add(LogEntry(action=SERVICE, status=INFO, detail="settings applied: " + self._start_detail()))
+        if new.storage_folder != old.storage_folder:
+            return "the storage folder changes when the bridge is restarted"
+        if self.outbox is not None and not (new.send_enabled and new.send_host):
+            return "sending stops when the bridge is restarted"
+        return ""
 
     def stop(self, grace_seconds: float = 10.0) -> None:
         """No new associations; running ones get ``grace_seconds``; nothing half-written is left."""
@@ -160,8 +205,25 @@ class Engine:
     def storage(self) -> Path:
         return self.layout.root
 
+    def status(self) -> BridgeStatus:
+        """A snapshot for status displays (cheap: memory and two folder listings)."""
+        now = time.monotonic()
+        pending = tuple(PendingInfo(study.key, study.image_count,
+                                    max(0.0, study.due_at(self.aggregator.timeout_seconds) - now))
+                        for study in self.aggregator.pending())
+        return BridgeStatus(
+            listening=self.receiver is not None and self.receiver.listening, port=self.settings.receive_port,
+            receiver_error=self.receiver_error if self.settings.receive_enabled else "receiving is disabled",
+            pending=pending, outbox_waiting=outbox_waiting(self.layout), owner_pid=None,
+        )
+
 
 def pacs_target(settings: Settings) -> PacsTarget:
     """The PACS named in the settings, for sending and for C-ECHO."""
     return PacsTarget(host=settings.send_host, port=settings.send_port,
                       called_ae=settings.send_ae_title_receiver, calling_ae=settings.send_ae_title_sender)
+
+
+def outbox_waiting(layout: StorageLayout) -> int:
+    """ZIPs in Outbox_Auto plus the one being sent."""
+    return len(list(layout.outbox_auto.glob("*.zip"))) + len(list(layout.outbox_work.glob("*.zip")))

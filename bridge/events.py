@@ -58,6 +58,27 @@ class ReceiverStateChanged:
     error: str = ""
 
 
+@dataclass(frozen=True)
+class PendingInfo:
+    """One study waiting in the spool."""
+
+    key: str
+    images: int
+    seconds_left: float
+
+
+@dataclass(frozen=True)
+class BridgeStatus:
+    """What a status line shows; asked for, not pushed (it changes every second)."""
+
+    listening: bool
+    port: int
+    receiver_error: str
+    pending: tuple[PendingInfo, ...]
+    outbox_waiting: int
+    owner_pid: int | None  # set when the UI is attached to a service owning the folder
+
+
 BridgeEvent = Union[LogBookEntryAdded, InstanceStored, StudyRouted, OutboxZipDone, ReceiverStateChanged]
 Subscriber = Callable[[BridgeEvent], None]
 

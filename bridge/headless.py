@@ -6,6 +6,7 @@ import signal
 import sys
 import threading
 
+from .config_watch import watch_config
 from .engine import Engine
 from .layout import StorageError
 from .ownership import FolderOwnedElsewhere
@@ -36,6 +37,8 @@ def run_headless(settings: Settings, grace_seconds: float = 10.0) -> int:
         print(f"dicombridge: {err}", file=sys.stderr)
         engine.stop(grace_seconds=0)
         return EXIT_START_FAILED
+    if settings.source is not None:
+        watch_config(settings.source, engine, stop_requested)
     print(f"dicombridge: running headless; storage {engine.storage}; stop with SIGTERM or Ctrl-C",
           file=sys.stderr, flush=True)
     while not stop_requested.wait(timeout=1.0):

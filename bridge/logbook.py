@@ -96,6 +96,12 @@ class LogBook:
             ).fetchall()
         return [LogEntry(entry_id=row[0], **dict(zip(_COLUMNS, row[1:]))) for row in rows]
 
+    def latest_id(self) -> int:
+        """Id of the newest row (0 when empty); a reader in another process polls this."""
+        with self._lock:
+            row = self._db.execute("SELECT MAX(id) FROM entries").fetchone()
+        return int(row[0] or 0)
+
     def prune(self, now: datetime | None = None) -> int:
         """Delete rows older than the retention period; returns how many went."""
         cutoff = ((now or datetime.now().astimezone()) - timedelta(days=RETENTION_DAYS)).isoformat(timespec="seconds")

@@ -175,3 +175,23 @@ def test_sigterm_during_reception_keeps_every_acknowledged_image(tmp_path):
     assert f"{acknowledged} images zipped" in line
     (zip_path,) = (store / "Inbox_Auto").glob("*.zip")
     assert len(zipfile.ZipFile(zip_path).namelist()) == acknowledged >= 20
+
+
+def test_saved_settings_apply_without_restart_and_bad_ones_are_refused(tmp_path):
+    from bridge.settings import save_values
+
+    old_port, new_port = free_port(), free_port()
+    config = _config(tmp_path, old_port)
+    bridge = HeadlessBridge(config)
+    try:
+        bridge.wait_for_line("running headless")
+        config.write_text(config.read_text().replace(f"port = {old_port}", "port = 0"))
+        bridge.wait_for_line("settings file refused")
+        run_storescu(old_port, [str(make_study(tmp_path / "a", count=1).files[0])])  # still on the old port
+        save_values(config, {"receive.port": new_port})
+        bridge.wait_for_line(f"receiver listening on port {new_port}")
+        run_storescu(new_port, [str(make_study(tmp_path / "b", count=1).files[0])])
+        refused = run_storescu(old_port, [str(make_study(tmp_path / "c", count=1).files[0])], check=False)
+        assert refused.returncode != 0
+    finally:
+        assert bridge.stop() == 0
