@@ -38,7 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "echo":
         return run_echo(settings)
     if not args.headless:
-        print("dicombridge: the terminal UI is not built yet; running headless", file=sys.stderr)
+        try:
+            from tui.app import run_tui
+        except ImportError as err:  # the engine runs without Textual; the UI needs it
+            print(f"dicombridge: the terminal UI needs Textual ({err}); use --headless", file=sys.stderr)
+            return EXIT_BAD_SETTINGS
+        return run_tui(settings, config_path)
     from .headless import run_headless
 
     return run_headless(settings)

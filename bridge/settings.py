@@ -248,6 +248,13 @@ def load_settings(path: Path) -> Settings:
     return settings_from_mapping(document.unwrap(), source=path)
 
 
+def file_values(path: Path) -> dict[str, Any]:
+    """Values as written in the file ("~" not expanded), defaults for missing keys."""
+    document = tomlkit.parse(path.read_text(encoding="utf-8")) if path.exists() else default_document()
+    data = document.unwrap()
+    return {spec.name: data.get(spec.section, {}).get(spec.key, spec.default) for spec in SETTINGS}
+
+
 def save_values(path: Path, changes: dict[str, Any]) -> Settings:
     """Validate and write changed values into the file, keeping comments and unknown keys.
 

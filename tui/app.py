@@ -1,0 +1,70 @@
+"""The DicomBridge terminal UI: Log Book and Settings over a hosted or attached bridge.
+
+Engine events arrive on worker threads and are forwarded with ``post_message`` (thread-safe);
+the screens read the log book and the status snapshot through the session, never through
+the workers themselves.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.app import App
+from textual.binding import Binding
+
+from bridge.events import LogBookEntryAdded
+from bridge.session import Session, open_session
+from bridge.settings import Settings
+
+from .logbook_screen import LogBookScreen
+from .messages import EngineEvent
+from .settings_screen import SettingsScreen
+from .status_bar import StatusBar, describe
+
+
+class DicomBridgeApp(App):
+    CSS_PATH = "app.tcss"
+    TITLE = "DicomBridge"
+    MODES = {"logbook": LogBookScreen, "settings": SettingsScreen}
+    DEFAULT_MODE = "logbook"
+    BINDINGS = [
+        Binding("f2", "switch_mode('logbook')", "Log Book"),
+        Binding("f3", "switch_mode('settings')", "Settings"),
+        Binding("ctrl+q", "quit", "Quit"),
+    ]
+
+    def __init__(self, session: Session) -> None:
+        super().__init__()
+        self.session = session
+        self.logbook_version = 0  # bumped per log-book event; screens reload when it moved
+        self.last_error = ""
+        self._unsubscribe = lambda: None
+
+    def on_mount(self) -> None:
+        self.sub_title = ("attached to the running service" if self.session.attached
+                          else str(self.session.config_path))
+        self._unsubscribe = self.session.subscribe(lambda event: self.post_message(EngineEvent(event)))
+        self.set_interval(1.0, self.refresh_status)
+        self.refresh_status()
+
+    def on_engine_event(self, message: EngineEvent) -> None:
+        if isinstance(message.event, LogBookEntryAdded):
+            self.logbook_version += 1
+
+    def refresh_status(self) -> None:
+        text = describe(self.session.status(), self.last_error)
+        for bar in self.screen.query(StatusBar):
+            bar.update(text)
+
+    def on_unmount(self) -> None:
+        self._unsubscribe()
+
+
+def run_tui(settings: Settings, config_path: Path) -> int:
+    """Open the session (host or attach), run the UI, stop what we host on the way out."""
+    session = open_session(settings, config_path)
+    try:
+        DicomBridgeApp(session).run()
+    finally:
+        session.close()
+    return 0

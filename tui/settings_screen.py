@@ -1,0 +1,158 @@
+"""Settings: every setting with inline validation, Save / Reset, and Send DICOM Echo.
+
+Help texts and rules come from ``bridge.settings.SETTINGS`` (written once, used for the config
+file's comments too). Save writes with tomlkit (comments, order, unknown keys survive) and
+hands the new settings to the session, which puts them in force without a restart.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.markup import escape
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.validation import ValidationResult, Validator
+from textual.widgets import Button, Footer, Header, Input, Label, Static, Switch
+
+from bridge.sender import PacsTarget, echo
+from bridge.settings import (SETTINGS, SettingsError, SettingSpec, file_values, load_settings, save_values,
+                             validate_value)
+
+from .messages import EchoFinished
+from .status_bar import StatusBar
+
+ECHO_TIMEOUT_SECONDS = 10
+
+
+def widget_id(spec: SettingSpec) -> str:
+    return f"{spec.section}-{spec.key}".replace("_", "-")
+
+
+def parse(spec: SettingSpec, text: str) -> Any:
+    """Screen text → the setting's type (the validator then checks the range)."""
+    if isinstance(spec.default, int) and not isinstance(spec.default, bool):
+        try:
+            return int(text.strip())
+        except ValueError:
+            raise SettingsError(f"setting {spec.name} = {text!r} is invalid: it must be a whole number") from None
+    return text
+
+
+class SettingValidator(Validator):
+    """Inline check of one field with the same rule the config file uses."""
+
+    def __init__(self, spec: SettingSpec) -> None:
+        super().__init__()
+        self.spec = spec
+
+    def validate(self, value: str) -> ValidationResult:
+        try:
+            validate_value(self.spec.name, parse(self.spec, value))
+        except SettingsError as err:
+            return self.failure(str(err).split(" is invalid: it ", 1)[-1])
+        return self.success()
+
+
+class SettingsScreen(Screen):
+    BINDINGS = [("ctrl+s", "save", "Save"), ("ctrl+r", "reset", "Reset"), ("ctrl+e", "echo", "Echo")]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with VerticalScroll(id="form"):
+            for spec in SETTINGS:
+                yield Label(f"[b]{spec.name}[/]  [dim]{escape(spec.help)}[/]", classes="setting-label")
+                if isinstance(spec.default, bool):
+                    yield Switch(id=widget_id(spec))
+                else:
+                    yield Input(id=widget_id(spec), validators=[SettingValidator(spec)], classes="setting-input")
+                    yield Static("", id=f"{widget_id(spec)}-error", classes="setting-error")
+        with Horizontal(id="buttons"):
+            yield Button("Save", id="save", variant="primary")
+            yield Button("Reset", id="reset")
+            yield Button("Send DICOM Echo", id="echo")
+        yield Static("", id="result")
+        yield StatusBar(id="status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.action_reset()
+
+    # -- values on screen ---------------------------------------------------------------------
+    def _show(self, values: dict[str, Any]) -> None:
+        for spec in SETTINGS:
+            widget = self.query_one(f"#{widget_id(spec)}")
+            if isinstance(widget, Switch):
+                widget.value = bool(values[spec.name])
+            else:
+                widget.value = str(values[spec.name])
+
+    def _on_screen(self) -> dict[str, Any]:
+        """Values as typed; raises SettingsError naming the first bad one."""
+        values = {}
+        for spec in SETTINGS:
+            widget = self.query_one(f"#{widget_id(spec)}")
+            raw = widget.value
+            values[spec.name] = raw if isinstance(widget, Switch) else validate_value(spec.name, parse(spec, raw))
+        return values
+
+    @on(Input.Changed, ".setting-input")
+    def _inline_check(self, event: Input.Changed) -> None:
+        result = event.validation_result
+        message = "" if result is None or result.is_valid else "; ".join(result.failure_descriptions)
+        self.query_one(f"#{event.input.id}-error", Static).update(f"[red]{escape(message)}[/]" if message else "")
+
+    def _say(self, text: str, error: bool = False) -> None:
+        self.query_one("#result", Static).update(f"[b red]{escape(text)}[/]" if error else escape(text))
+
+    # -- actions ------------------------------------------------------------------------------
+    @on(Button.Pressed, "#save")
+    def action_save(self) -> None:
+        try:
+            values = self._on_screen()
+            settings = save_values(self.app.session.config_path, values)  # type: ignore[attr-defined]
+        except SettingsError as err:
+            self._say(f"Not saved: {err}", error=True)
+            return
+        note = self.app.session.apply(settings)  # type: ignore[attr-defined]
+        self._say(f"Saved to {self.app.session.config_path}." + (f" {note}." if note else ""))  # type: ignore[attr-defined]
+
+    @on(Button.Pressed, "#reset")
+    def action_reset(self) -> None:
+        path = self.app.session.config_path  # type: ignore[attr-defined]
+        try:
+            load_settings(path)
+        except SettingsError as err:
+            self._say(f"The saved file is invalid: {err}", error=True)
+            return
+        self._show(file_values(path))
+        self._say("Showing the saved settings.")
+
+    @on(Button.Pressed, "#echo")
+    def action_echo(self) -> None:
+        try:
+            values = self._on_screen()
+        except SettingsError as err:
+            self._say(f"Cannot echo: {err}", error=True)
+            return
+        target = PacsTarget(host=values["send.host"], port=values["send.port"],
+                            called_ae=values["send.ae_title_receiver"], calling_ae=values["send.ae_title_sender"],
+                            timeout_seconds=ECHO_TIMEOUT_SECONDS)
+        if not target.host:
+            self._say("Cannot echo: send.host is empty", error=True)
+            return
+        self._say(f"C-ECHO to {target.called_ae}@{target.host}:{target.port} …")
+        self._echo(target)
+
+    @work(thread=True, exclusive=True, group="echo", exit_on_error=False)
+    def _echo(self, target: PacsTarget) -> None:
+        self.post_message(EchoFinished(echo(target)))
+
+    def on_echo_finished(self, message: EchoFinished) -> None:
+        result = message.result
+        if result.ok:
+            self._say(f"{result.message} in {result.round_trip_ms:.0f} ms")
+        else:
+            self._say(result.message, error=True)

@@ -1,0 +1,34 @@
+"""One line saying what the bridge is doing: listener, pending studies, outbox, last error."""
+
+from __future__ import annotations
+
+from textual.widgets import Static
+
+from bridge.events import BridgeStatus
+
+
+def describe(status: BridgeStatus, last_error: str) -> str:
+    if status.owner_pid is not None:
+        receiver = f"attached to the service (pid {status.owner_pid})"
+    elif status.listening:
+        receiver = f"listening on port {status.port}"
+    else:
+        receiver = f"[b red]not listening[/]: {status.receiver_error or 'stopped'}"
+    if status.pending:
+        images = sum(p.images for p in status.pending)
+        soonest = min(p.seconds_left for p in status.pending)
+        pending = f"{len(status.pending)} studies pending ({images} images, next ZIP in {soonest:.0f} s)"
+    else:
+        pending = "no studies pending"
+    parts = [receiver, pending, f"outbox: {status.outbox_waiting} waiting"]
+    if last_error:
+        parts.append(f"[red]last error: {last_error}[/]")
+    return " │ ".join(parts)
+
+
+class StatusBar(Static):
+    """Refreshed by the app every second (the snapshot is cheap)."""
+
+    DEFAULT_CSS = """
+    StatusBar { height: auto; max-height: 3; background: $boost; padding: 0 1; }
+    """
