@@ -26,6 +26,7 @@ ATTACHED_POLL_SECONDS = 0.5
 class Session(Protocol):
     config_path: Path
     attached: bool
+    label: str  # what the title bar says the UI is connected to
 
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]: ...
     def newest(self, limit: int = 500) -> list[LogEntry]: ...
@@ -42,6 +43,7 @@ class HostedSession:
     def __init__(self, engine: Engine, config_path: Path) -> None:
         self.engine = engine
         self.config_path = config_path
+        self.label = str(config_path)
 
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
         return self.engine.bus.subscribe(subscriber)
@@ -69,6 +71,7 @@ class AttachedSession:
         self.layout = StorageLayout(settings.storage_folder)
         self.settings = settings
         self.owner_pid = owner_pid
+        self.label = f"attached to the running service (pid {owner_pid or '?'}) · {config_path}"
         self.bus = EventBus()
         self.logbook = LogBook(self.layout.logbook_db)
         self._stop = threading.Event()

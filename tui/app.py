@@ -41,8 +41,7 @@ class DicomBridgeApp(App):
         self._unsubscribe = lambda: None
 
     def on_mount(self) -> None:
-        self.sub_title = ("attached to the running service" if self.session.attached
-                          else str(self.session.config_path))
+        self.sub_title = self.session.label
         self._unsubscribe = self.session.subscribe(lambda event: self.post_message(EngineEvent(event)))
         self.set_interval(1.0, self.refresh_status)
         self.refresh_status()

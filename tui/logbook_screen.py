@@ -18,7 +18,7 @@ ROW_STYLE = {FAILED: "bold red", WARNING: "yellow"}
 
 
 def row_cells(entry: LogEntry) -> list[Text]:
-    values = (entry.timestamp.replace("T", " ")[:19], entry.patient_name, entry.birth_date, entry.study_date,
+    values = (entry.timestamp.replace("T", " ")[:16], entry.patient_name, entry.birth_date, entry.study_date,
               entry.modality, str(entry.image_count or ""), entry.study_description, entry.action, entry.status,
               entry.crid)
     style = ROW_STYLE.get(entry.status, "")
@@ -69,6 +69,9 @@ class LogBookScreen(Screen):
         self.query_one(DataTable).add_columns(*COLUMNS)
         self.action_reload()
         self.set_interval(0.5, self._reload_if_changed)
+
+    def on_screen_resume(self) -> None:
+        self.app.refresh_status()  # type: ignore[attr-defined]
 
     def _reload_if_changed(self) -> None:
         if self.app.logbook_version != self._shown_version:  # type: ignore[attr-defined]

@@ -63,22 +63,27 @@ class SettingsScreen(Screen):
         yield Header()
         with VerticalScroll(id="form"):
             for spec in SETTINGS:
-                yield Label(f"[b]{spec.name}[/]  [dim]{escape(spec.help)}[/]", classes="setting-label")
-                if isinstance(spec.default, bool):
-                    yield Switch(id=widget_id(spec))
-                else:
-                    yield Input(id=widget_id(spec), validators=[SettingValidator(spec)], classes="setting-input")
-                    yield Static("", id=f"{widget_id(spec)}-error", classes="setting-error")
+                with Horizontal(classes="setting-row"):
+                    yield Label(spec.name, classes="setting-name")
+                    if isinstance(spec.default, bool):
+                        yield Switch(id=widget_id(spec))
+                    else:
+                        yield Input(id=widget_id(spec), validators=[SettingValidator(spec)], compact=True,
+                                    classes="setting-input", tooltip=spec.help)
+                yield Static(f"[dim]{escape(spec.help)}[/]", id=f"{widget_id(spec)}-error", classes="setting-help")
         with Horizontal(id="buttons"):
-            yield Button("Save", id="save", variant="primary")
-            yield Button("Reset", id="reset")
-            yield Button("Send DICOM Echo", id="echo")
+            yield Button("Save", id="save", variant="primary", compact=True)
+            yield Button("Reset", id="reset", compact=True)
+            yield Button("Send DICOM Echo", id="echo", compact=True)
         yield Static("", id="result")
         yield StatusBar(id="status")
         yield Footer()
 
     def on_mount(self) -> None:
         self.action_reset()
+
+    def on_screen_resume(self) -> None:
+        self.app.refresh_status()  # type: ignore[attr-defined]
 
     # -- values on screen ---------------------------------------------------------------------
     def _show(self, values: dict[str, Any]) -> None:
@@ -100,9 +105,12 @@ class SettingsScreen(Screen):
 
     @on(Input.Changed, ".setting-input")
     def _inline_check(self, event: Input.Changed) -> None:
+        """The line under a field shows its help, or what is wrong with the value typed."""
         result = event.validation_result
         message = "" if result is None or result.is_valid else "; ".join(result.failure_descriptions)
-        self.query_one(f"#{event.input.id}-error", Static).update(f"[red]{escape(message)}[/]" if message else "")
+        spec = next(s for s in SETTINGS if widget_id(s) == event.input.id)
+        line = f"[b red]{escape(message)}[/]" if message else f"[dim]{escape(spec.help)}[/]"
+        self.query_one(f"#{event.input.id}-error", Static).update(line)
 
     def _say(self, text: str, error: bool = False) -> None:
         self.query_one("#result", Static).update(f"[b red]{escape(text)}[/]" if error else escape(text))

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from rich.markup import escape
 from textual.widgets import Static
 
 from bridge.events import BridgeStatus
+
+
+ERROR_CHARS = 60  # the full text is in the Log Book's detail panel
 
 
 def describe(status: BridgeStatus, last_error: str) -> str:
@@ -13,16 +17,17 @@ def describe(status: BridgeStatus, last_error: str) -> str:
     elif status.listening:
         receiver = f"listening on port {status.port}"
     else:
-        receiver = f"[b red]not listening[/]: {status.receiver_error or 'stopped'}"
+        receiver = f"[b red]not listening[/]: {escape(status.receiver_error or 'stopped')}"
     if status.pending:
         images = sum(p.images for p in status.pending)
         soonest = min(p.seconds_left for p in status.pending)
-        pending = f"{len(status.pending)} studies pending ({images} images, next ZIP in {soonest:.0f} s)"
+        pending = f"{len(status.pending)} pending ({images} images, next ZIP in {soonest:.0f} s)"
     else:
         pending = "no studies pending"
     parts = [receiver, pending, f"outbox: {status.outbox_waiting} waiting"]
     if last_error:
-        parts.append(f"[red]last error: {last_error}[/]")
+        short = last_error if len(last_error) <= ERROR_CHARS else last_error[: ERROR_CHARS - 1] + "…"
+        parts.append(f"[red]last error: {escape(short)}[/]")
     return " │ ".join(parts)
 
 

@@ -1,0 +1,68 @@
+"""A fixed, realistic session for screenshots and snapshot tests (no network, no clock).
+
+It implements the same Session interface as the real ones, so the screens cannot tell.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from bridge.events import BridgeStatus, PendingInfo, Subscriber
+from bridge.logbook import FAILED, INFO, RECEIVE, SEND, SERVICE, SUCCESS, WARNING, LogEntry
+from bridge.settings import Settings, load_settings
+
+UID = "1.3.46.670589.16.2.2.192.30.0.171.20040722.72143.104226"
+
+DEMO_ENTRIES = [
+    LogEntry(SEND, FAILED, "no connection to the PACS at 10.0.0.20:104 (Connection refused); gave up after 4 tries",
+             "MEIER, Anna", "1961-03-14", "2026-11-20", "MR", 212, "MRT Knie rechts",
+             target="/srv/CrypeDcm/Outbox_Failed/MEIER, Anna_1961-03-14_F_2026-11-20_MR.zip",
+             timestamp="2026-11-23T09:41:07+01:00"),
+    LogEntry(RECEIVE, WARNING, "3 images zipped into Inbox_Manual (no recipient IDs: forward manually); "
+             "malformed recipient IDs removed, study needs manual forwarding: not 16 digits: '12345'",
+             "SCHMIDT, Peter", "1948-11-02", "2026-11-23", "DX", 3, "Thorax pa + seitlich",
+             target="/srv/CrypeDcm/Inbox_Manual/SCHMIDT, Peter_1948-11-02_M_2026-11-23_DX_1.2.3.4.zip",
+             timestamp="2026-11-23T09:38:52+01:00"),
+    LogEntry(RECEIVE, SUCCESS, "412 images zipped into Inbox_Auto", "HOLTZMANN, Carsten", "1929-05-05",
+             "2004-07-22", "CT-SR", 412, "CT Abdomen mit KM", crid="CRID#1234567890123456",
+             target=f"/srv/CrypeDcm/Inbox_Auto/HOLTZMANN, Carsten_1929-05-05_M_2004-07-22_CT-SR_{UID}"
+                    "_CRID#1234567890123456.zip",
+             timestamp="2026-11-23T09:35:10+01:00"),
+    LogEntry(SEND, SUCCESS, "24 images stored in the PACS", "NGUYEN, Thi Lan", "1990-08-30", "2026-11-22", "US",
+             24, "Sonographie Abdomen", target="Befund_Nguyen.zip", timestamp="2026-11-23T09:12:44+01:00"),
+    LogEntry(RECEIVE, SUCCESS, "2 images zipped into Inbox_Auto", "OZTURK, Emre", "1975-01-19", "2026-11-23", "MG",
+             2, "Mammographie beidseits", crid="CRID#9876543210987654CRID#1234567890123456",
+             target="/srv/CrypeDcm/Inbox_Auto/…", timestamp="2026-11-23T08:57:31+01:00"),
+    LogEntry(SERVICE, INFO, "bridge started; receiving on port 11112 as CRYPE_DCM; sending Outbox_Auto to "
+             "PACS@10.0.0.20:104; storage /srv/CrypeDcm", timestamp="2026-11-23T07:00:02+01:00"),
+]
+for number, entry in enumerate(DEMO_ENTRIES):
+    entry.entry_id = len(DEMO_ENTRIES) - number
+
+DEMO_STATUS = BridgeStatus(listening=True, port=11112, receiver_error="",
+                           pending=(PendingInfo("1.2.840.1", 96, 18.0),), outbox_waiting=1, owner_pid=None)
+
+
+class DemoSession:
+    attached = False
+    label = "/etc/dicombridge/config.toml"
+
+    def __init__(self, config_path: Path) -> None:
+        self.config_path = config_path
+        load_settings(config_path)  # creates the file with defaults if it is not there
+
+    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
+        return lambda: None
+
+    def newest(self, limit: int = 500) -> list[LogEntry]:
+        return DEMO_ENTRIES[:limit]
+
+    def status(self) -> BridgeStatus:
+        return DEMO_STATUS
+
+    def apply(self, settings: Settings) -> str:
+        return ""
+
+    def close(self) -> None:
+        pass
