@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .aggregator import Aggregator, PendingStudy
 from .events import BridgeStatus, EventBus, PendingInfo, StudyRouted
+from .janitor import Janitor
 from .layout import StorageLayout
 from .outbox import Outbox, SendSettings
 from .ownership import FolderOwnership
@@ -59,6 +60,7 @@ class Engine:
         """
         self._recover()
         self._zip_thread.start()
+        Janitor(self.layout, self.logbook, lambda: self.settings.keep_failed_days, self.stopping).start()
         self._start_outbox()
         try:
             self._start_receiver()

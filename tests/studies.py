@@ -93,3 +93,27 @@ def raw_elements(data: Dataset, leave_out: tuple[int, ...] = ()) -> dict[int, tu
         vr = None if int(tag) == PIXEL_DATA else element.VR
         elements[int(tag)] = (vr, value if isinstance(value, bytes) else repr(value).encode())
     return elements
+
+
+def make_large_study(folder: Path, count: int, crid_value: str | None = None, side: int = 512) -> Study:
+    """``count`` CT images of side×side 16-bit noise (~0.5 MB each): zipping and sending take a while."""
+    import random
+
+    folder.mkdir(parents=True, exist_ok=True)
+    noise = random.Random(7)
+    study_uid, series_uid = generate_uid(), generate_uid()
+    files = []
+    for number in range(1, count + 1):
+        dataset = template(CT)
+        dataset.Rows = dataset.Columns = side
+        dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit, dataset.PixelRepresentation = 16, 16, 15, 0
+        dataset.PixelData = noise.randbytes(side * side * 2)
+        dataset.StudyInstanceUID, dataset.SeriesInstanceUID = study_uid, series_uid
+        dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        dataset.InstanceNumber = number
+        if crid_value is not None:
+            dataset.PatientSpeciesDescription = crid_value
+        path = folder / f"large_{number:04d}.dcm"
+        dataset.save_as(path, enforce_file_format=True)
+        files.append(path)
+    return Study(uid=study_uid, files=files)

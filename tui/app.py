@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from textual.app import App
+from textual.app import App, ScreenStackError
 from textual.binding import Binding
 
 from bridge.events import LogBookEntryAdded
@@ -51,8 +51,12 @@ class DicomBridgeApp(App):
             self.logbook_version += 1
 
     def refresh_status(self) -> None:
+        try:
+            screen = self.screen
+        except ScreenStackError:
+            return  # between screens while the app starts or closes
         text = describe(self.session.status(), self.last_error)
-        for bar in self.screen.query(StatusBar):
+        for bar in screen.query(StatusBar):
             bar.update(text)
 
     def on_unmount(self) -> None:

@@ -1,0 +1,65 @@
+"""The janitor: failed data a person did not act on is deleted after ``keep_failed_days``.
+
+Only Inbox_Failed and Outbox_Failed are touched, by modification time (moving an entry there
+or re-queueing it renews nothing, so the age is that of the failure). Every deletion is in
+the log book. Log-book rows older than a year are pruned in the same pass.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from .layout import StorageLayout
+from .logbook import CLEANUP, FAILED, SUCCESS, LogBook, LogEntry
+
+JANITOR_INTERVAL_SECONDS = 3600.0
+
+
+def sweep(layout: StorageLayout, logbook: LogBook, keep_days: int, now: float | None = None) -> list[Path]:
+    """Delete what is older than ``keep_days`` in the two failed folders; returns what went."""
+    cutoff = (now or time.time()) - keep_days * 86400
+    deleted = []
+    for folder in (layout.inbox_failed, layout.outbox_failed):
+        for entry in sorted(folder.iterdir()):
+            try:
+                if entry.lstat().st_mtime >= cutoff:
+                    continue
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as err:
+                logbook.add(LogEntry(action=CLEANUP, status=FAILED, target=str(entry),
+                                     detail=f"cannot delete {entry.name} from {folder.name}: {err}"))
+                continue
+            deleted.append(entry)
+            logbook.add(LogEntry(action=CLEANUP, status=SUCCESS, target=str(entry),
+                                 detail=f"deleted {entry.name} from {folder.name}: older than {keep_days} days"))
+    logbook.prune()
+    return deleted
+
+
+class Janitor:
+    """Sweeps at start-up and then every hour, on its own thread."""
+
+    def __init__(self, layout: StorageLayout, logbook: LogBook, keep_days: Callable[[], int], stop: threading.Event) -> None:
+        self.layout = layout
+        self.logbook = logbook
+        self.keep_days = keep_days
+        self.stop = stop
+        self._thread = threading.Thread(target=self._run, name="janitor", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            sweep(self.layout, self.logbook, self.keep_days())
+            if self.stop.wait(JANITOR_INTERVAL_SECONDS):
+                return

@@ -1,0 +1,140 @@
+"""Fault injection on the real service: kill -9 while receiving, zipping and sending.
+
+Every image a PACS was told "stored" must end up in exactly one ZIP (or exactly once in the
+PACS), and nothing partial may ever be visible in an inbox.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+import zipfile
+from pathlib import Path
+
+from pydicom import dcmread
+
+from .conftest import free_port
+from .pacs import Orthanc
+from .peers import PEER_ENV, storescu_args
+from .studies import make_large_study, make_study
+from .test_headless import HeadlessBridge, _config
+
+ID = "1234567890123456"
+
+
+def _sop(path: Path) -> str:
+    return str(dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+
+
+def _zip_sops(zip_path: Path) -> list[str]:
+    from io import BytesIO
+
+    with zipfile.ZipFile(zip_path) as archive:
+        assert archive.testzip() is None
+        return [str(dcmread(BytesIO(archive.read(n)), stop_before_pixels=True).SOPInstanceUID)
+                for n in archive.namelist()]
+
+
+def _no_partial_files(store: Path) -> None:
+    for inbox in ("Inbox_Auto", "Inbox_Manual", "Inbox_Failed", "Outbox_Failed"):
+        for path in (store / inbox).rglob("*"):
+            assert not path.name.endswith((".part", ".tmp")), path
+
+
+def _wait_until(condition, timeout: float = 60, step: float = 0.01) -> None:
+    """Poll another process's files (no event crosses the process boundary); bounded."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(step)
+
+
+def test_kill_during_reception_loses_no_acknowledged_image(tmp_path):
+    port = free_port()
+    study = make_study(tmp_path / "send", count=150, crid_value=f"CRID#{ID}")
+    bridge = HeadlessBridge(_config(tmp_path, port, receive__timeout_seconds=3600))
+    bridge.wait_for_line("running headless")
+    sender = subprocess.Popen(storescu_args("CRYPE_DCM", port, [str(f) for f in study.files], "-R", "-v"),
+                              env=PEER_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    acknowledged, current = [], None
+    for line in sender.stdout:  # type: ignore[union-attr]
+        if "Sending file:" in line:
+            current = line.split("Sending file:", 1)[1].strip()
+        elif "Received Store Response (Success)" in line and current:
+            acknowledged.append(current)
+            if len(acknowledged) == 40:
+                bridge.process.send_signal(signal.SIGKILL)
+    sender.wait(timeout=60)
+    bridge.process.wait(timeout=30)
+    assert 40 <= len(acknowledged) < 150
+
+    restarted = HeadlessBridge(_config(tmp_path, port, receive__timeout_seconds=1))
+    try:
+        restarted.wait_for_line("Receive Success")
+    finally:
+        assert restarted.stop() == 0
+    store = tmp_path / "store"
+    (zip_path,) = (store / "Inbox_Auto").glob("*.zip")
+    in_zip = _zip_sops(zip_path)
+    assert len(in_zip) == len(set(in_zip))  # stored once
+    assert {_sop(Path(p)) for p in acknowledged} <= set(in_zip)
+    assert list((store / ".bridge" / "incoming").iterdir()) == []
+    _no_partial_files(store)
+
+
+def test_kill_during_zipping_makes_exactly_one_complete_zip(tmp_path):
+    port = free_port()
+    study = make_large_study(tmp_path / "send", count=120, crid_value=f"CRID#{ID}")
+    bridge = HeadlessBridge(_config(tmp_path, port, receive__timeout_seconds=1))
+    bridge.wait_for_line("running headless")
+    subprocess.run(storescu_args("CRYPE_DCM", port, [str(f) for f in study.files], "-R"), env=PEER_ENV,
+                   check=True, capture_output=True, timeout=300)
+    staging = tmp_path / "store" / ".bridge" / "staging"
+    _wait_until(lambda: any(staging.iterdir()))  # a ZIP is being written right now
+    bridge.process.send_signal(signal.SIGKILL)
+    bridge.process.wait(timeout=30)
+    store = tmp_path / "store"
+    assert list((store / "Inbox_Auto").glob("*.zip")) == []  # nothing half-written became visible
+
+    restarted = HeadlessBridge(_config(tmp_path, port, receive__timeout_seconds=1))
+    try:
+        restarted.wait_for_line("Receive Success")
+    finally:
+        assert restarted.stop() == 0
+    (zip_path,) = (store / "Inbox_Auto").glob("*.zip")
+    assert sorted(_zip_sops(zip_path)) == sorted(_sop(f) for f in study.files)
+    assert list(staging.iterdir()) == [] and list((store / ".bridge" / "spool").iterdir()) == []
+    _no_partial_files(store)
+
+
+def test_kill_during_sending_sends_again_after_restart(tmp_path):
+    orthanc = Orthanc(tmp_path / "orthanc")
+    try:
+        study = make_large_study(tmp_path / "send", count=150)
+        zip_path = tmp_path / "study.zip"
+        with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in study.files:
+                archive.write(path, path.name)
+        extra = dict(receive__enabled=False, send__enabled=True, send__host="127.0.0.1", send__port=orthanc.port,
+                     send__ae_title_receiver=orthanc.aet)
+        bridge = HeadlessBridge(_config(tmp_path, free_port(), **extra))
+        bridge.wait_for_line("running headless")
+        store = tmp_path / "store"
+        (store / "drop.zip").write_bytes(zip_path.read_bytes())
+        (store / "drop.zip").rename(store / "Outbox_Auto" / "study.zip")
+        _wait_until(lambda: 0 < orthanc.get("/statistics")["CountInstances"] < 150, step=0.05)
+        bridge.process.send_signal(signal.SIGKILL)
+        bridge.process.wait(timeout=30)
+        assert list((store / ".bridge" / "outbox").glob("*.zip"))  # still claimed, not lost
+
+        restarted = HeadlessBridge(_config(tmp_path, free_port(), **extra))
+        try:
+            restarted.wait_for_line("Send Success", timeout=300)
+        finally:
+            assert restarted.stop() == 0
+        assert set(orthanc.sop_uids()) == {_sop(f) for f in study.files}
+        assert list((store / "Outbox_Auto").iterdir()) == [] and list((store / "Outbox_Failed").iterdir()) == []
+        assert list((store / ".bridge" / "outbox").iterdir()) == []
+    finally:
+        orthanc.stop()
