@@ -27,7 +27,7 @@ from .zipper import Zipper, ZippingAborted, is_transient, study_log_fields
 
 log = logging.getLogger(__name__)
 
-DISK_FULL_RETRY_SECONDS = 60.0
+DISK_FULL_RETRY_SECONDS = 10.0
 
 
 class Engine:
@@ -186,6 +186,7 @@ class Engine:
     def _handle_zip_failure(self, study: PendingStudy, err: Exception) -> None:
         if is_transient(err):
             self.aggregator.retry_later(study, DISK_FULL_RETRY_SECONDS)
+            log.warning("zipping %s: disk full (try %d): %s", study.key, study.attempts, err)
             if study.attempts == 1:
                 self.logbook.add(LogEntry(action=RECEIVE, status=WARNING, image_count=study.image_count,
                                           detail=f"cannot zip study {study.key}: disk full ({err}); "

@@ -19,6 +19,7 @@ from .events import EventBus, LogBookEntryAdded
 log = logging.getLogger(__name__)
 
 RETENTION_DAYS = 365
+MAX_BACKLOG = 1000  # rows kept in memory while the database cannot be written
 
 # Actions and statuses shown in the Log Book's columns.
 RECEIVE = "Receive"
@@ -62,6 +63,7 @@ class LogBook:
         self.path = path
         self._bus = bus
         self._lock = threading.Lock()
+        self._backlog: list[LogEntry] = []
         self._db = sqlite3.connect(path, check_same_thread=False, timeout=10)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(
@@ -72,21 +74,40 @@ class LogBook:
         self._db.commit()
 
     def add(self, entry: LogEntry) -> LogEntry:
-        """Store a row, mirror it to the text log, and announce it on the event bus."""
-        values = asdict(entry)
+        """Store a row, mirror it to the text log, and announce it on the event bus.
+
+        Never raises: when the database cannot be written (disk full, I/O error) the row waits
+        in memory and is written with the next row that succeeds; the worker carries on.
+        """
         with self._lock:
-            cursor = self._db.execute(
-                f"INSERT INTO entries ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
-                [values[name] for name in _COLUMNS],
-            )
-            self._db.commit()
-            entry.entry_id = cursor.lastrowid
+            self._backlog.append(entry)
+            try:
+                while self._backlog:
+                    pending = self._backlog[0]
+                    values = asdict(pending)
+                    cursor = self._db.execute(
+                        f"INSERT INTO entries ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
+                        [values[name] for name in _COLUMNS],
+                    )
+                    self._db.commit()
+                    pending.entry_id = cursor.lastrowid
+                    self._backlog.pop(0)
+            except (sqlite3.Error, OSError) as err:
+                self._rollback_quietly()
+                del self._backlog[:-MAX_BACKLOG]
+                log.error("log book not writable (%s); %d rows wait in memory", err, len(self._backlog))
         level = logging.ERROR if entry.status == FAILED else logging.WARNING if entry.status == WARNING else logging.INFO
         log.log(level, "%s %s: %s %s %s", entry.action, entry.status, entry.patient_name,
                 entry.target, entry.detail)
         if self._bus is not None:
             self._bus.publish(LogBookEntryAdded(entry.entry_id or 0, entry.action, entry.status))
         return entry
+
+    def _rollback_quietly(self) -> None:
+        try:
+            self._db.rollback()
+        except sqlite3.Error:
+            pass
 
     def newest(self, limit: int = 500) -> list[LogEntry]:
         """The newest rows first, as the Log Book screen shows them."""
@@ -106,10 +127,18 @@ class LogBook:
         """Delete rows older than the retention period; returns how many went."""
         cutoff = ((now or datetime.now().astimezone()) - timedelta(days=RETENTION_DAYS)).isoformat(timespec="seconds")
         with self._lock:
-            cursor = self._db.execute("DELETE FROM entries WHERE timestamp < ?", (cutoff,))
-            self._db.commit()
+            try:
+                cursor = self._db.execute("DELETE FROM entries WHERE timestamp < ?", (cutoff,))
+                self._db.commit()
+            except (sqlite3.Error, OSError) as err:
+                self._rollback_quietly()
+                log.error("log book not pruned (%s); trying again at the next sweep", err)
+                return 0
         return cursor.rowcount
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            try:
+                self._db.close()
+            except sqlite3.Error:
+                pass

@@ -12,9 +12,10 @@ import time
 import zipfile
 from pathlib import Path
 
+import pytest
 from pydicom import dcmread
 
-from .conftest import free_port
+from .conftest import free_port, write_config
 from .pacs import Orthanc
 from .peers import PEER_ENV, storescu_args
 from .studies import make_large_study, make_study
@@ -138,3 +139,50 @@ def test_kill_during_sending_sends_again_after_restart(tmp_path):
         assert list((store / ".bridge" / "outbox").iterdir()) == []
     finally:
         orthanc.stop()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 16 MB file system of our own (tmpfs) where the machine lets us mount one."""
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount_point)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({result.stderr.strip()}); "
+                    "the free-space floor test covers refusals")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
+
+
+def test_disk_full_refuses_with_a700_keeps_everything_and_recovers(tmp_path, small_disk):
+    port = free_port()
+    store = small_disk / "store"
+    config = write_config(tmp_path / "config.toml", general__storage_folder=str(store), general__min_free_mb=2,
+                          receive__port=port, receive__timeout_seconds=4,
+                          receive__crid_tag_group="0010", receive__crid_tag_element="2201")
+    study = make_large_study(tmp_path / "send", count=12, crid_value=f"CRID#{ID}")
+    filler = small_disk / "filler"
+    filler.write_bytes(b"\0" * 9 * 1024 * 1024)  # other data on the disk: about 7 MB stay free
+    bridge = HeadlessBridge(config)
+    try:
+        bridge.wait_for_line("running headless")
+        sender = subprocess.run(storescu_args("CRYPE_DCM", port, [str(f) for f in study.files], "-R", "-v"),
+                                env=PEER_ENV, capture_output=True, text=True, timeout=120)
+        output = sender.stdout + sender.stderr
+        acknowledged = output.count("Received Store Response (Success)")
+        assert "Refused: OutOfResources" in output and 5 <= acknowledged < 12
+        # the study's ZIP (noise does not compress) needs more than the 2 MB left: zipping waits
+        bridge.wait_for_line("disk full")
+        assert list((store / "Inbox_Auto").iterdir()) == [] and list((store / "Inbox_Failed").iterdir()) == []
+        assert len(list((store / ".bridge" / "spool").rglob("*.dcm"))) == acknowledged  # kept, not failed
+        filler.unlink()  # space returns: the zipper's next try goes through
+        line = bridge.wait_for_line("Receive Success")
+        assert f"{acknowledged} images zipped" in line
+        (zip_path,) = (store / "Inbox_Auto").glob("*.zip")
+        assert len(_zip_sops(zip_path)) == acknowledged
+        rest = subprocess.run(storescu_args("CRYPE_DCM", port, [str(f) for f in study.files[acknowledged:]], "-R"),
+                              env=PEER_ENV, capture_output=True, text=True, timeout=120)
+        assert rest.returncode == 0  # reception resumed
+    finally:
+        assert bridge.stop() == 0

@@ -49,7 +49,13 @@ class HeadlessBridge:
     def stop(self, timeout: float = 30) -> int:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=timeout)
+        code = self.process.wait(timeout=timeout)
+        if code != 0:  # show why in the test report
+            rest = []
+            while not self.lines.empty():
+                rest.append(self.lines.get_nowait())
+            print("".join(self.seen[-20:] + rest))
+        return code
 
 
 def _config(tmp_path: Path, port: int, **extra) -> Path:

@@ -67,3 +67,24 @@ def test_engine_runs_the_janitor_at_start_up(bridge_settings):
         assert not stale.exists()
     finally:
         engine.stop(grace_seconds=2)
+
+
+def test_log_book_rows_wait_in_memory_while_the_database_cannot_be_written(tmp_path):
+    import sqlite3
+
+    from bridge.logbook import LogEntry, RECEIVE
+
+    logbook = LogBook(tmp_path / "book.sqlite3")
+
+    class Broken:
+        def execute(self, *args):
+            raise sqlite3.OperationalError("database or disk is full")
+
+        def rollback(self):
+            pass
+
+    working, logbook._db = logbook._db, Broken()
+    logbook.add(LogEntry(RECEIVE, SUCCESS, detail="first"))  # must not raise
+    logbook._db = working
+    logbook.add(LogEntry(RECEIVE, SUCCESS, detail="second"))
+    assert [row.detail for row in logbook.newest()] == ["second", "first"]
