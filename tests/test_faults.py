@@ -186,3 +186,85 @@ def test_disk_full_refuses_with_a700_keeps_everything_and_recovers(tmp_path, sma
         assert rest.returncode == 0  # reception resumed
     finally:
         assert bridge.stop() == 0
+
+
+def test_malformed_dataset_is_refused_kept_visible_and_the_service_keeps_running(tmp_path):
+    """DCMTK will not send a broken dataset, so pynetdicom streams a crafted file as raw bytes."""
+    from pydicom.uid import generate_uid
+    from pynetdicom import AE
+
+    from .studies import CT, template
+
+    good = make_study(tmp_path / "good", count=1).files[0]
+    crafted = tmp_path / "broken.dcm"
+    meta = template(CT).file_meta
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    head = good.read_bytes()[:132]
+    from pydicom.filewriter import write_file_meta_info
+    from pydicom.filebase import DicomBytesIO
+
+    buffer = DicomBytesIO()
+    write_file_meta_info(buffer, meta)
+    crafted.write_bytes(head + buffer.getvalue() + b"\x08\x00\x05\x00CS\xff\xffgarbage that is no dataset")
+    port = free_port()
+    bridge = HeadlessBridge(_config(tmp_path, port))
+    try:
+        bridge.wait_for_line("running headless")
+        ae = AE(ae_title="CRAFTER")
+        ae.add_requested_context(meta.MediaStorageSOPClassUID, meta.TransferSyntaxUID)
+        assoc = ae.associate("127.0.0.1", port, ae_title="CRYPE_DCM")
+        assert assoc.is_established
+        status = assoc.send_c_store(crafted)
+        assoc.release()
+        assert status.Status == 0xC000
+        line = bridge.wait_for_line("Receive Failed")
+        assert "not readable DICOM" in line
+        kept = tmp_path / "store" / "Inbox_Failed" / f"unreadable_{meta.MediaStorageSOPInstanceUID}"
+        assert (kept / "received.dcm").exists() and "0xC000" in (kept / "reason.txt").read_text()
+        subprocess.run(storescu_args("CRYPE_DCM", port, [str(good)], "-R"), env=PEER_ENV, check=True,
+                       capture_output=True, timeout=60)
+        assert "1 images zipped" in bridge.wait_for_line("Receive Success")
+    finally:
+        assert bridge.stop() == 0
+
+
+def test_sender_dying_mid_study_keeps_what_was_acknowledged(tmp_path):
+    port = free_port()
+    study = make_large_study(tmp_path / "send", count=60)
+    bridge = HeadlessBridge(_config(tmp_path, port, receive__timeout_seconds=1))
+    try:
+        bridge.wait_for_line("running headless")
+        sender = subprocess.Popen(storescu_args("CRYPE_DCM", port, [str(f) for f in study.files], "-R", "-v"),
+                                  env=PEER_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        acknowledged = 0
+        for line in sender.stdout:  # type: ignore[union-attr]
+            if "Received Store Response (Success)" in line:
+                acknowledged += 1
+                if acknowledged == 10:
+                    sender.kill()  # the PACS dies mid-association: the bridge sees an abort
+                    break
+        sender.wait(timeout=30)
+        line = bridge.wait_for_line("Receive Success")
+        zipped = int(line.split(" images zipped")[0].rsplit(" ", 1)[-1])
+        assert acknowledged <= zipped <= acknowledged + 1  # the one in flight may have been complete
+        _wait_until(lambda: not any((tmp_path / "store" / ".bridge" / "incoming").iterdir()))
+        from .peers import dcmtk
+
+        alive = subprocess.run([dcmtk("echoscu"), "-aec", "CRYPE_DCM", "127.0.0.1", str(port)], env=PEER_ENV,
+                               capture_output=True, timeout=30)
+        assert alive.returncode == 0
+    finally:
+        assert bridge.stop() == 0
+
+
+def test_empty_study_folder_left_by_a_crash_is_removed_quietly(tmp_path):
+    store = tmp_path / "store"
+    empty = store / ".bridge" / "spool" / "1.2.3~1"
+    empty.mkdir(parents=True)
+    bridge = HeadlessBridge(_config(tmp_path, free_port()))
+    try:
+        bridge.wait_for_line("running headless")
+        assert not empty.exists()
+        assert list((store / "Inbox_Failed").iterdir()) == [] and list((store / "Inbox_Manual").iterdir()) == []
+    finally:
+        assert bridge.stop() == 0
