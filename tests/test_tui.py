@@ -184,3 +184,29 @@ async def test_attaches_to_a_running_service_and_starts_no_listener(config, tmp_
             session.close()
     finally:
         assert service.stop() == 0
+
+
+async def test_storage_folder_can_be_picked(session, tmp_path):
+    from tui.folder_picker import FolderPicker
+
+    target = tmp_path / "picked"
+    target.mkdir()
+    app = DicomBridgeApp(session)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_settings(pilot)
+        field = app.screen.query_one("#general-storage-folder", Input)
+        field.value = str(tmp_path)
+        await pilot.press("ctrl+o")
+        await until(pilot, lambda: isinstance(app.screen, FolderPicker))
+        tree = app.screen.query_one("#tree")
+        await until(pilot, lambda: any(child.data.path == target for child in tree.root.children))
+        node = next(child for child in tree.root.children if child.data.path == target)
+        tree.move_cursor(node)
+        await pilot.click("#choose")
+        await until(pilot, lambda: not isinstance(app.screen, FolderPicker))
+        assert field.value == str(target)
+        await pilot.press("ctrl+o")
+        await until(pilot, lambda: isinstance(app.screen, FolderPicker))
+        await pilot.press("escape")
+        await until(pilot, lambda: not isinstance(app.screen, FolderPicker))
+        assert field.value == str(target)

@@ -7,6 +7,7 @@ hands the new settings to the session, which puts them in force without a restar
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from rich.markup import escape
@@ -21,6 +22,7 @@ from bridge.sender import PacsTarget, echo
 from bridge.settings import (SETTINGS, SettingsError, SettingSpec, file_values, load_settings, save_values,
                              validate_value)
 
+from .folder_picker import FolderPicker
 from .messages import EchoFinished
 from .status_bar import StatusBar
 
@@ -57,7 +59,8 @@ class SettingValidator(Validator):
 
 
 class SettingsScreen(Screen):
-    BINDINGS = [("ctrl+s", "save", "Save"), ("ctrl+r", "reset", "Reset"), ("ctrl+e", "echo", "Echo")]
+    BINDINGS = [("ctrl+s", "save", "Save"), ("ctrl+r", "reset", "Reset"), ("ctrl+e", "echo", "Echo"),
+                ("ctrl+o", "pick_folder", "Pick folder")]
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -70,6 +73,8 @@ class SettingsScreen(Screen):
                     else:
                         yield Input(id=widget_id(spec), validators=[SettingValidator(spec)], compact=True,
                                     classes="setting-input", tooltip=spec.help)
+                    if spec.name == "general.storage_folder":
+                        yield Button("Pick…", id="pick-folder", compact=True)
                 yield Static(f"[dim]{escape(spec.help)}[/]", id=f"{widget_id(spec)}-error", classes="setting-help")
         with Horizontal(id="buttons"):
             yield Button("Save", id="save", variant="primary", compact=True)
@@ -126,6 +131,16 @@ class SettingsScreen(Screen):
             return
         note = self.app.session.apply(settings)  # type: ignore[attr-defined]
         self._say(f"Saved to {self.app.session.config_path}." + (f" {note}." if note else ""))  # type: ignore[attr-defined]
+
+    @on(Button.Pressed, "#pick-folder")
+    def action_pick_folder(self) -> None:
+        field = self.query_one("#general-storage-folder", Input)
+
+        def take(folder: Path | None) -> None:
+            if folder is not None:
+                field.value = str(folder)
+
+        self.app.push_screen(FolderPicker(Path(field.value).expanduser()), take)
 
     @on(Button.Pressed, "#reset")
     def action_reset(self) -> None:
