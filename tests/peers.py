@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 from functools import lru_cache
+from typing import Callable
 
 import pytest
 
@@ -81,3 +82,23 @@ def run_storescu(port: int, files: list[str], ae_called: str = "CRYPE_DCM", tran
     if check and result.returncode != 0:
         raise AssertionError(f"storescu failed ({result.returncode}): {result.stderr}")
     return result
+
+
+def send_watching_acks(port: int, files: list[str], after: int,
+                       action: Callable[[subprocess.Popen], None]) -> list[str]:
+    """Send with storescu -v; once ``after`` images are acknowledged call ``action`` (with the
+    sender's process, e.g. to kill the bridge or the sender itself). Returns the acknowledged
+    files, read from storescu's own report, so a test knows exactly what was promised."""
+    sender = subprocess.Popen(storescu_args("CRYPE_DCM", port, files, "-R", "-v"), env=PEER_ENV,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    acknowledged: list[str] = []
+    current = None
+    for line in sender.stdout:  # type: ignore[union-attr]
+        if "Sending file:" in line:
+            current = line.split("Sending file:", 1)[1].strip()
+        elif "Received Store Response (Success)" in line and current:
+            acknowledged.append(current)
+            if len(acknowledged) == after:
+                action(sender)
+    sender.wait(timeout=120)
+    return acknowledged

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
@@ -39,7 +40,8 @@ class Study:
 
 def make_study(folder: Path, count: int = 3, sample: str = CT, crid_value: str | None = None,
                patient_name: str = "HOLTZMANN^Carsten", study_uid: str | None = None,
-               modality: str | None = None, first_number: int = 1) -> Study:
+               modality: str | None = None, first_number: int = 1,
+               customize: Callable[[Dataset], None] | None = None) -> Study:
     """``count`` instances of one study from a sample file, each with fresh series/SOP UIDs."""
     folder.mkdir(parents=True, exist_ok=True)
     study_uid = study_uid or generate_uid()
@@ -60,6 +62,8 @@ def make_study(folder: Path, count: int = 3, sample: str = CT, crid_value: str |
             dataset.Modality = modality
         if crid_value is not None:
             dataset.PatientSpeciesDescription = crid_value
+        if customize is not None:
+            customize(dataset)
         path = folder / f"{sample.removesuffix('.dcm')}_{number:04d}_{dataset.SOPInstanceUID}.dcm"
         dataset.save_as(path, enforce_file_format=True)
         files.append(path)
@@ -99,21 +103,11 @@ def make_large_study(folder: Path, count: int, crid_value: str | None = None, si
     """``count`` CT images of side×side 16-bit noise (~0.5 MB each): zipping and sending take a while."""
     import random
 
-    folder.mkdir(parents=True, exist_ok=True)
     noise = random.Random(7)
-    study_uid, series_uid = generate_uid(), generate_uid()
-    files = []
-    for number in range(1, count + 1):
-        dataset = template(CT)
+
+    def large_noise(dataset: Dataset) -> None:
         dataset.Rows = dataset.Columns = side
         dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit, dataset.PixelRepresentation = 16, 16, 15, 0
         dataset.PixelData = noise.randbytes(side * side * 2)
-        dataset.StudyInstanceUID, dataset.SeriesInstanceUID = study_uid, series_uid
-        dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-        dataset.InstanceNumber = number
-        if crid_value is not None:
-            dataset.PatientSpeciesDescription = crid_value
-        path = folder / f"large_{number:04d}.dcm"
-        dataset.save_as(path, enforce_file_format=True)
-        files.append(path)
-    return Study(uid=study_uid, files=files)
+
+    return make_study(folder, count=count, crid_value=crid_value, customize=large_noise)

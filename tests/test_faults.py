@@ -17,7 +17,7 @@ from pydicom import dcmread
 
 from .conftest import free_port, write_config
 from .pacs import Orthanc
-from .peers import PEER_ENV, storescu_args
+from .peers import PEER_ENV, send_watching_acks, storescu_args
 from .studies import make_large_study, make_study
 from .test_headless import HeadlessBridge, _config
 
@@ -56,17 +56,8 @@ def test_kill_during_reception_loses_no_acknowledged_image(tmp_path):
     study = make_study(tmp_path / "send", count=150, crid_value=f"CRID#{ID}")
     bridge = HeadlessBridge(_config(tmp_path, port, receive__timeout_seconds=3600))
     bridge.wait_for_line("running headless")
-    sender = subprocess.Popen(storescu_args("CRYPE_DCM", port, [str(f) for f in study.files], "-R", "-v"),
-                              env=PEER_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    acknowledged, current = [], None
-    for line in sender.stdout:  # type: ignore[union-attr]
-        if "Sending file:" in line:
-            current = line.split("Sending file:", 1)[1].strip()
-        elif "Received Store Response (Success)" in line and current:
-            acknowledged.append(current)
-            if len(acknowledged) == 40:
-                bridge.process.send_signal(signal.SIGKILL)
-    sender.wait(timeout=60)
+    acknowledged = send_watching_acks(port, [str(f) for f in study.files], after=40,
+                                      action=lambda _sender: bridge.process.send_signal(signal.SIGKILL))
     bridge.process.wait(timeout=30)
     assert 40 <= len(acknowledged) < 150
 
@@ -234,16 +225,9 @@ def test_sender_dying_mid_study_keeps_what_was_acknowledged(tmp_path):
     bridge = HeadlessBridge(_config(tmp_path, port, receive__timeout_seconds=1))
     try:
         bridge.wait_for_line("running headless")
-        sender = subprocess.Popen(storescu_args("CRYPE_DCM", port, [str(f) for f in study.files], "-R", "-v"),
-                                  env=PEER_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        acknowledged = 0
-        for line in sender.stdout:  # type: ignore[union-attr]
-            if "Received Store Response (Success)" in line:
-                acknowledged += 1
-                if acknowledged == 10:
-                    sender.kill()  # the PACS dies mid-association: the bridge sees an abort
-                    break
-        sender.wait(timeout=30)
+        # the PACS dies mid-association: the bridge sees an abort
+        acknowledged = len(send_watching_acks(port, [str(f) for f in study.files], after=10,
+                                              action=lambda sender: sender.kill()))
         line = bridge.wait_for_line("Receive Success")
         zipped = int(line.split(" images zipped")[0].rsplit(" ", 1)[-1])
         assert acknowledged <= zipped <= acknowledged + 1  # the one in flight may have been complete

@@ -15,7 +15,7 @@ from pathlib import Path
 from bridge.receiver import explain_bind_error
 
 from .conftest import free_port, write_config
-from .peers import PEER_ENV, run_storescu, storescu_args
+from .peers import run_storescu, send_watching_acks
 from .studies import make_study
 
 ID = "1234567890123456"
@@ -159,15 +159,8 @@ def test_sigterm_during_reception_keeps_every_acknowledged_image(tmp_path):
     study = make_study(tmp_path / "send", count=150, crid_value=f"CRID#{ID}")
     first = HeadlessBridge(config)
     first.wait_for_line("running headless")
-    sender = subprocess.Popen(storescu_args("CRYPE_DCM", port, [str(f) for f in study.files], "-R", "-v"),
-                              env=PEER_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    acknowledged = 0
-    for line in sender.stdout:  # type: ignore[union-attr]
-        if "Received Store Response (Success)" in line:
-            acknowledged += 1
-            if acknowledged == 20:
-                first.process.send_signal(signal.SIGTERM)
-    sender.wait(timeout=120)
+    acknowledged = len(send_watching_acks(port, [str(f) for f in study.files], after=20,
+                                          action=lambda _sender: first.process.send_signal(signal.SIGTERM)))
     assert first.process.wait(timeout=60) == 0
     store = tmp_path / "store"
     assert list((store / "Inbox_Auto").glob("*.zip")) == []  # the timeout never ran out
