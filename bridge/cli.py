@@ -20,8 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", type=Path, default=None,
                         help=f"settings file (default: {default_config_path()}; created with defaults if missing)")
-    parser.add_argument("command", nargs="?", choices=["echo"],
-                        help="echo: send a C-ECHO to the PACS in the settings and report the round trip")
+    parser.add_argument("command", nargs="?", choices=["echo", "send"],
+                        help="echo: C-ECHO to the PACS in the settings; send PATH: send a folder or ZIP to it")
+    parser.add_argument("path", nargs="?", type=Path, help="with send: a folder of DICOM files or a ZIP")
     parser.add_argument("--headless", action="store_true", help="run without the terminal UI (for services)")
     parser.add_argument("--version", action="version", version=f"dicombridge {__version__}")
     return parser
@@ -37,6 +38,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_SETTINGS
     if args.command == "echo":
         return run_echo(settings)
+    if args.command == "send":
+        if args.path is None:
+            print("dicombridge send: give a folder or ZIP to send", file=sys.stderr)
+            return EXIT_BAD_SETTINGS
+        from .adhoc_send import run_send
+
+        return run_send(args.path, settings)
     if not args.headless:
         try:
             from tui.app import run_tui

@@ -309,3 +309,35 @@ def test_more_than_128_contexts_are_split_over_associations(bridge_settings, ort
     row = bridge.engine.logbook.newest()[0]
     assert done.status == SUCCESS, row.detail
     assert len(orthanc.sop_uids()) == 140
+
+
+def _send_command(config: Path, path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bridge.cli", "send", str(path), "--config", str(config)],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_send_command_delivers_a_folder_to_orthanc(orthanc, tmp_path):
+    files = mixed_study(tmp_path / "study")
+    (tmp_path / "study" / "notes.txt").write_text("not an image")
+    config = write_config(tmp_path / "c.toml", general__storage_folder=str(tmp_path / "store"),
+                          send__host="127.0.0.1", send__port=orthanc.port, send__ae_title_receiver=orthanc.aet)
+    result = _send_command(config, tmp_path / "study")
+    assert result.returncode == 0, result.stderr
+    assert f"{len(files)}/{len(files)}" in result.stderr  # the progress bar reached the end
+    assert f"sent {len(files)} of {len(files)}: 0 with warnings, 0 failed, 1 skipped" in result.stdout
+    assert set(orthanc.sop_uids()) == {str(dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files}
+    from bridge.logbook import LogBook
+
+    row = LogBook(tmp_path / "store" / "Logs" / "logbook.sqlite3").newest()[0]
+    assert row.action == SEND and row.image_count == len(files)
+
+
+def test_send_command_with_a_zip_into_a_closed_port_fails_clearly(tmp_path):
+    files = make_study(tmp_path / "study", count=2).files
+    zip_path = tmp_path / "study.zip"
+    zip_path.write_bytes(zip_of(files))
+    config = write_config(tmp_path / "c.toml", general__storage_folder=str(tmp_path / "store"),
+                          send__host="127.0.0.1", send__port=free_port(), send__retries=0)
+    result = _send_command(config, zip_path)
+    assert result.returncode != 0
+    assert "no connection to the PACS" in result.stderr and "gave up after 1 tries" in result.stderr

@@ -1,0 +1,125 @@
+"""``dicombridge send PATH``: a folder of DICOM files (recursively) or a ZIP, straight to the PACS.
+
+Uses the outbox's engine: the same safe unpacking, contexts from the files' meta, retries and
+statuses; one log-book row (action Send) like a ZIP from the outbox.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import threading
+import zipfile
+from pathlib import Path
+from typing import Callable
+
+from .engine import pacs_target
+from .header_scan import file_meta_from_head
+from .layout import StorageLayout
+from .logbook import FAILED, SEND, SUCCESS, WARNING, LogBook, LogEntry
+from .outbox import study_columns
+from .safe_unzip import HEAD_BYTES, ZipRejected, ZipUnpacker
+from .sender import FileMeta, SendReport, TransientSendError, send_files
+from .settings import Settings
+
+Progress = Callable[[int, int], None]
+
+
+def folder_files(folder: Path) -> tuple[list[FileMeta], list[str]]:
+    """DICOM files under ``folder`` with their meta; the rest (and DICOMDIR) as skipped notes."""
+    metas, skipped = [], []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        if path.name.upper() == "DICOMDIR":
+            skipped.append(f"{path}: DICOMDIR (not an image)")
+            continue
+        with open(path, "rb") as handle:
+            found = file_meta_from_head(handle.read(HEAD_BYTES))
+        if found is None:
+            skipped.append(f"{path}: not a DICOM file")
+        else:
+            metas.append(FileMeta(path, *found))
+    return metas, skipped
+
+
+def _send(settings: Settings, metas: list[FileMeta], progress: Progress) -> SendReport:
+    report = SendReport()
+    done = [0]
+    lock = threading.Lock()
+
+    def count(_meta: FileMeta) -> None:
+        with lock:
+            done[0] += 1
+            progress(done[0], len(metas))
+
+    delay = settings.send_retry_delay_seconds
+    for attempt in range(settings.send_retries + 1):
+        try:
+            return send_files(pacs_target(settings), metas, report, settings.send_parallel_associations, count)
+        except TransientSendError as err:
+            if attempt == settings.send_retries:
+                raise TransientSendError(f"{err}; gave up after {attempt + 1} tries") from None
+            print(f"\n{err}; retrying in {delay} s", file=sys.stderr)
+            threading.Event().wait(delay)
+            delay *= 2
+    return report
+
+
+def send_path(path: Path, settings: Settings, progress: Progress) -> tuple[SendReport, list[str], int]:
+    """Send a folder or ZIP; returns (report, skipped notes, number of DICOM files)."""
+    with tempfile.TemporaryDirectory(prefix="dicombridge-send-") as work:
+        if path.is_dir():
+            metas, skipped = folder_files(path)
+        elif zipfile.is_zipfile(path):
+            unpacker = ZipUnpacker(path, Path(work) / "unpacked")
+            try:
+                metas = unpacker.plan()
+                unpacker.extract_all()
+            finally:
+                unpacker.close()
+            skipped = unpacker.skipped
+        else:
+            raise ZipRejected(f"{path} is neither a folder nor a ZIP file")
+        if not metas:
+            raise ZipRejected(f"{path} holds no DICOM files")
+        report = _send(settings, metas, progress)
+        _log(settings, path, report, skipped, metas)
+    return report, skipped, len(metas)
+
+
+def _log(settings: Settings, path: Path, report: SendReport, skipped: list[str], metas: list[FileMeta]) -> None:
+    layout = StorageLayout(settings.storage_folder)
+    layout.ensure()
+    logbook = LogBook(layout.logbook_db)
+    try:
+        status = FAILED if report.failed else WARNING if (report.warnings or skipped) else SUCCESS
+        detail = (f"dicombridge send {path}: {len(report.delivered)} stored, {len(report.warnings)} with warnings, "
+                  f"{len(report.failed)} failed" + (f"; skipped {len(skipped)}" if skipped else ""))
+        logbook.add(LogEntry(action=SEND, status=status, detail=detail, image_count=len(metas), target=str(path),
+                             **study_columns([m.path for m in metas])))
+    finally:
+        logbook.close()
+
+
+def run_send(path: Path, settings: Settings) -> int:
+    """CLI entry: progress on stderr, a summary, exit 0 only when every image was stored."""
+    if not settings.send_host:
+        print("dicombridge send: send.host is not set in the settings", file=sys.stderr)
+        return 1
+
+    def progress(done: int, total: int) -> None:
+        width = 30
+        filled = width * done // max(total, 1)
+        print(f"\rsending [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end="", file=sys.stderr,
+              flush=True)
+
+    try:
+        report, skipped, total = send_path(path, settings, progress)
+    except (ZipRejected, TransientSendError, OSError) as err:
+        print(f"\ndicombridge send: {err}", file=sys.stderr)
+        return 1
+    print(file=sys.stderr)
+    print(f"sent {len(report.delivered)} of {total}: {len(report.warnings)} with warnings, "
+          f"{len(report.failed)} failed, {len(skipped)} skipped")
+    for failed_path, why in sorted(report.failed.items()):
+        print(f"  failed {failed_path.name}: {why}")
+    return 1 if report.failed else 0
