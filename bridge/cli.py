@@ -13,24 +13,32 @@ EXIT_BAD_SETTINGS = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
+    config_option = argparse.ArgumentParser(add_help=False)
+    config_option.add_argument("--config", type=Path, default=argparse.SUPPRESS,
+                               help=f"settings file (default: {default_config_path()}; created with defaults "
+                                    f"if missing)")
     parser = argparse.ArgumentParser(
-        prog="dicombridge",
+        prog="dicombridge", parents=[config_option],
         description="DICOM bridge between a PACS and a secure-messaging app: receives studies, "
                     "zips one ZIP per study into Inbox_* folders, sends ZIPs from Outbox_Auto.",
     )
-    parser.add_argument("--config", type=Path, default=None,
-                        help=f"settings file (default: {default_config_path()}; created with defaults if missing)")
-    parser.add_argument("command", nargs="?", choices=["echo", "send"],
-                        help="echo: C-ECHO to the PACS in the settings; send PATH: send a folder or ZIP to it")
-    parser.add_argument("path", nargs="?", type=Path, help="with send: a folder of DICOM files or a ZIP")
     parser.add_argument("--headless", action="store_true", help="run without the terminal UI (for services)")
     parser.add_argument("--version", action="version", version=f"dicombridge {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser("echo", parents=[config_option], help="C-ECHO to the PACS in the settings")
+    send = commands.add_parser("send", parents=[config_option], help="send a folder of DICOM files or a ZIP")
+    send.add_argument("path", type=Path)
+    service = commands.add_parser("service", parents=[config_option], help="run the bridge as a systemd service")
+    service.add_argument("action", choices=["install", "uninstall", "status"])
+    service.add_argument("--user", help="user the service runs as (default: you)")
+    service.add_argument("--unit-dir", type=Path, help="where the unit goes (default: /etc/systemd/system, "
+                                                       "which also enables and starts it)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    config_path = args.config or default_config_path()
+    config_path = getattr(args, "config", None) or default_config_path()
     try:
         settings = load_settings(config_path)
     except SettingsError as err:
@@ -39,12 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "echo":
         return run_echo(settings)
     if args.command == "send":
-        if args.path is None:
-            print("dicombridge send: give a folder or ZIP to send", file=sys.stderr)
-            return EXIT_BAD_SETTINGS
         from .adhoc_send import run_send
 
         return run_send(args.path, settings)
+    if args.command == "service":
+        return run_service(args.action, config_path, args.user, args.unit_dir)
     if not args.headless:
         try:
             from tui.app import run_tui
@@ -55,6 +62,24 @@ def main(argv: list[str] | None = None) -> int:
     from .headless import run_headless
 
     return run_headless(settings)
+
+
+def run_service(action: str, config_path: Path, user: str | None, unit_dir: Path | None) -> int:
+    from .service_unit import ServiceError, install, status, uninstall
+
+    try:
+        if action == "install":
+            print(install(config_path, user, unit_dir))
+        elif action == "uninstall":
+            print(uninstall(unit_dir))
+        else:
+            code, text = status(unit_dir)
+            print(text)
+            return code
+    except (ServiceError, OSError) as err:
+        print(f"dicombridge service {action}: {err}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def run_echo(settings) -> int:  # noqa: ANN001 - Settings
