@@ -75,6 +75,8 @@ class Engine:
             layout=self.layout, aggregator=self.aggregator, logbook=self.logbook, bus=self.bus,
             ae_title=self.settings.receive_ae_title, port=self.settings.receive_port,
             min_free_mb=self.settings.min_free_mb, bind_address=self._bind_address,
+            allowed_calling_ae_titles=self.settings.allowed_calling_ae_titles,
+            allowed_hosts=self.settings.allowed_hosts, check_called_ae_title=self.settings.check_called_ae_title,
         )
         try:
             receiver.start()
@@ -95,7 +97,8 @@ class Engine:
         self.aggregator.timeout_seconds = new.timeout_seconds
         self.aggregator.wake()
         self.zipper.crid_tag = new.crid_tag
-        receiving = ("receive_enabled", "receive_port", "receive_ae_title", "min_free_mb")
+        receiving = ("receive_enabled", "receive_port", "receive_ae_title", "min_free_mb", "allowed_calling_ae_titles",
+                     "allowed_hosts", "check_called_ae_title")
         if any(getattr(old, name) != getattr(new, name) for name in receiving) or self.receiver_error:
             if self.receiver is not None:
                 self.receiver.stop(grace_seconds=5)

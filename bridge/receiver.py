@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import logging
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -77,7 +78,9 @@ class Receiver:
     """Owns the pynetdicom AE and its listening socket."""
 
     def __init__(self, *, layout: StorageLayout, aggregator: Aggregator, logbook: LogBook, bus: EventBus,
-                 ae_title: str, port: int, min_free_mb: int, bind_address: str = "") -> None:
+                 ae_title: str, port: int, min_free_mb: int, bind_address: str = "",
+                 allowed_calling_ae_titles: tuple[str, ...] = (), allowed_hosts: tuple[str, ...] = (),
+                 check_called_ae_title: bool = False) -> None:
         self.layout = layout
         self.aggregator = aggregator
         self.logbook = logbook
@@ -86,6 +89,9 @@ class Receiver:
         self.port = port
         self.min_free_mb = min_free_mb
         self.bind_address = bind_address
+        self.allowed_calling_ae_titles = allowed_calling_ae_titles
+        self.allowed_hosts = allowed_hosts
+        self.check_called_ae_title = check_called_ae_title
         self._server = None
         self._ae: AE | None = None
         self._throttle = _Throttle({})
@@ -104,7 +110,10 @@ class Receiver:
         ae.dimse_timeout = 60
         ae.acse_timeout = 30
         ae.add_supported_context(Verification)
+        ae.require_calling_aet = list(self.allowed_calling_ae_titles)  # rejected: "calling AE not recognised"
+        ae.require_called_aet = self.check_called_ae_title
         handlers = [
+            (evt.EVT_REJECTED, self._association_rejected),
             NAGLE_OFF,
             (evt.EVT_C_STORE, self._handle_store),
             (evt.EVT_C_ECHO, lambda event: STATUS_SUCCESS),
@@ -118,6 +127,10 @@ class Receiver:
             message = explain_bind_error(err, self.port)
             self.bus.publish(ReceiverStateChanged(listening=False, port=self.port, error=message))
             raise ReceiverStartError(message) from None
+        if self.allowed_hosts:
+            allowed_addresses = resolve_hosts(self.allowed_hosts)
+            self._server.verify_request = (  # socketserver's hook: False closes the connection at once
+                lambda _request, client_address: self._host_allowed(client_address[0], allowed_addresses))
         self._ae = ae
         log.info("receiver listening on port %d as %s", self.port, self.ae_title)
         self.bus.publish(ReceiverStateChanged(listening=True, port=self.port))
@@ -144,6 +157,20 @@ class Receiver:
     def _association_started(self, event: evt.Event) -> None:
         with self._active_lock:
             self._active += 1
+
+    def _host_allowed(self, address: str, allowed: set[str]) -> bool:
+        if address in allowed:
+            return True
+        self._refuse(f"host:{address}", f"connection from {address} refused: not in receive.allowed_hosts")
+        return False
+
+    def _association_rejected(self, event: evt.Event) -> None:
+        requestor = event.assoc.requestor
+        calling, address = requestor.ae_title, requestor.address
+        called = getattr(requestor.primitive, "called_ae_title", "?")
+        self._refuse(f"aet:{calling}:{called}:{address}",
+                     f"association from {calling} at {address} (called {called}) rejected: the calling AE title "
+                     f"is not in receive.allowed_calling_ae_titles, or the called AE title is not {self.ae_title}")
 
     def _association_ended(self, event: evt.Event) -> None:
         with self._active_lock:
@@ -188,6 +215,17 @@ class Receiver:
         except OSError as copy_err:
             detail += f" (copy failed: {copy_err})"
         self.logbook.add(LogEntry(action=RECEIVE, status=FAILED, detail=detail, target=str(folder)))
+
+
+def resolve_hosts(hosts: tuple[str, ...]) -> set[str]:
+    """IP addresses of the allowed hosts (names resolved once, when the listener starts)."""
+    addresses: set[str] = set()
+    for host in hosts:
+        try:
+            addresses.update(info[4][0] for info in socket.getaddrinfo(host, None))
+        except OSError:
+            log.warning("allowed host %s does not resolve; ignored", host)
+    return addresses
 
 
 def clear_incoming(layout: StorageLayout) -> int:

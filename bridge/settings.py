@@ -79,6 +79,20 @@ def _host(value: Any) -> str:
     return value
 
 
+def _list_of(check: Callable[[Any], str]) -> Callable[[Any], list[str]]:
+    def check_all(value: Any) -> list[str]:
+        if not isinstance(value, list):
+            raise ValueError("must be a list, e.g. [\"A\", \"B\"] (empty: accept all)")
+        checked = []
+        for item in value:
+            if item == "":
+                raise ValueError("must not contain empty entries")
+            checked.append(check(item))
+        return checked
+
+    return check_all
+
+
 def _folder(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError("must be a folder path")
@@ -122,6 +136,13 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 'Group of the DICOM text element carrying CRID# recipient IDs (hex; "0000" = not used).', _hex4),
     SettingSpec("receive", "crid_tag_element", "0000",
                 'Element of the DICOM text element carrying CRID# recipient IDs (hex; "0000" = not used).', _hex4),
+    SettingSpec("receive", "allowed_calling_ae_titles", [],
+                "Only these senders' AE titles may send (empty: any); others are rejected.",
+                _list_of(_ae_title)),
+    SettingSpec("receive", "allowed_hosts", [],
+                "Only these IP addresses or host names may connect (empty: any).", _list_of(_host)),
+    SettingSpec("receive", "check_called_ae_title", False,
+                "Reject associations whose called AE title is not receive.ae_title.", _boolean),
     SettingSpec("send", "enabled", False, "Send ZIPs dropped in Outbox_Auto to the PACS.", _boolean),
     SettingSpec("send", "host", "", "PACS host name or IP address.", _host),
     SettingSpec("send", "port", 104, "PACS DICOM port (1-65535).", _int_in(1, 65535)),
@@ -153,6 +174,9 @@ class Settings:
     timeout_seconds: int
     crid_tag_group: str
     crid_tag_element: str
+    allowed_calling_ae_titles: tuple[str, ...]
+    allowed_hosts: tuple[str, ...]
+    check_called_ae_title: bool
     send_enabled: bool
     send_host: str
     send_port: int
@@ -180,6 +204,9 @@ _FIELD_FOR = {
     "receive.timeout_seconds": "timeout_seconds",
     "receive.crid_tag_group": "crid_tag_group",
     "receive.crid_tag_element": "crid_tag_element",
+    "receive.allowed_calling_ae_titles": "allowed_calling_ae_titles",
+    "receive.allowed_hosts": "allowed_hosts",
+    "receive.check_called_ae_title": "check_called_ae_title",
     "send.enabled": "send_enabled",
     "send.host": "send_host",
     "send.port": "send_port",
@@ -211,6 +238,8 @@ def settings_from_mapping(data: dict[str, Any], source: Path | None = None) -> S
         if hasattr(raw, "unwrap"):
             raw = raw.unwrap()
         values[_FIELD_FOR[spec.name]] = validate_value(spec.name, raw)
+    for name in ("allowed_calling_ae_titles", "allowed_hosts"):
+        values[name] = tuple(values[name])  # Settings is frozen and compared: no lists inside
     folder = Path(os.path.expanduser(values.pop("storage_folder")))
     return Settings(storage_folder=folder, source=source, **values)
 

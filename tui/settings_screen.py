@@ -35,6 +35,8 @@ def widget_id(spec: SettingSpec) -> str:
 
 def parse(spec: SettingSpec, text: str) -> Any:
     """Screen text → the setting's type (the validator then checks the range)."""
+    if isinstance(spec.default, list):
+        return [item.strip() for item in text.split(",") if item.strip()]
     if isinstance(spec.default, int) and not isinstance(spec.default, bool):
         try:
             return int(text.strip())
@@ -94,10 +96,11 @@ class SettingsScreen(Screen):
     def _show(self, values: dict[str, Any]) -> None:
         for spec in SETTINGS:
             widget = self.query_one(f"#{widget_id(spec)}")
+            value = values[spec.name]
             if isinstance(widget, Switch):
-                widget.value = bool(values[spec.name])
+                widget.value = bool(value)
             else:
-                widget.value = str(values[spec.name])
+                widget.value = ", ".join(value) if isinstance(value, (list, tuple)) else str(value)
 
     def _on_screen(self) -> dict[str, Any]:
         """Values as typed; raises SettingsError naming the first bad one."""
