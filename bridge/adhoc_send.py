@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import tempfile
 import threading
+import time
 import zipfile
 from pathlib import Path
 from typing import Callable
@@ -19,7 +20,7 @@ from .layout import StorageLayout
 from .logbook import FAILED, SEND, SUCCESS, WARNING, LogBook, LogEntry
 from .outbox import study_columns
 from .safe_unzip import HEAD_BYTES, ZipRejected, ZipUnpacker
-from .sender import FileMeta, SendReport, TransientSendError, send_files
+from .sender import FileMeta, SendReport, TransientSendError, send_with_retries
 from .settings import Settings
 
 Progress = Callable[[int, int], None]
@@ -42,26 +43,22 @@ def folder_files(folder: Path) -> tuple[list[FileMeta], list[str]]:
 
 
 def _send(settings: Settings, metas: list[FileMeta], progress: Progress) -> SendReport:
-    report = SendReport()
-    done = [0]
+    started = [0]
     lock = threading.Lock()
 
     def count(_meta: FileMeta) -> None:
         with lock:
-            done[0] += 1
-            progress(done[0], len(metas))
+            started[0] += 1
+            progress(started[0], len(metas))
 
-    delay = settings.send_retry_delay_seconds
-    for attempt in range(settings.send_retries + 1):
-        try:
-            return send_files(pacs_target(settings), metas, report, settings.send_parallel_associations, count)
-        except TransientSendError as err:
-            if attempt == settings.send_retries:
-                raise TransientSendError(f"{err}; gave up after {attempt + 1} tries") from None
-            print(f"\n{err}; retrying in {delay} s", file=sys.stderr)
-            threading.Event().wait(delay)
-            delay *= 2
-    return report
+    def pause(seconds: float) -> bool:
+        print(f"\nthe PACS did not answer; trying again in {seconds:.0f} s", file=sys.stderr)
+        time.sleep(seconds)
+        return False
+
+    return send_with_retries(pacs_target(settings), metas, SendReport(), retries=settings.send_retries,
+                             retry_delay_seconds=settings.send_retry_delay_seconds,
+                             parallel=settings.send_parallel_associations, wait=count, pause=pause)
 
 
 def send_path(path: Path, settings: Settings, progress: Progress) -> tuple[SendReport, list[str], int]:

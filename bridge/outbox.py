@@ -29,7 +29,7 @@ from .layout import StorageLayout, fsync_path
 from .logbook import FAILED, SEND, SUCCESS, WARNING, LogBook, LogEntry
 from .naming import display_date, display_patient_name, modality_field
 from .safe_unzip import ReadyFiles, ZipRejected, ZipUnpacker
-from .sender import FileMeta, PacsTarget, SendReport, TransientSendError, WaitForFile, send_files
+from .sender import FileMeta, PacsTarget, SendingInterrupted, SendReport, TransientSendError, send_with_retries
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +79,6 @@ class CompletenessTracker:
                 invalid.append(path)
                 del self._seen[path]
         return ready, invalid
-
-
-class SendingInterrupted(Exception):
-    """The bridge is stopping: the claimed ZIP stays in .bridge/outbox and is sent after the restart."""
 
 
 @dataclass
@@ -165,14 +161,17 @@ class Outbox:
             ready = ReadyFiles()
             extractor = threading.Thread(target=_extract, args=(unpacker, ready), name="unzip", daemon=True)
             extractor.start()
-            self._send_with_retries(metas, report, ready.wait)
+            settings = self.settings()
+            send_with_retries(settings.target, metas, report, retries=settings.retries,
+                              retry_delay_seconds=settings.retry_delay_seconds,
+                              parallel=settings.parallel_associations, wait=ready.wait, pause=self.stop.wait)
             extractor.join()
             columns = study_columns([m.path for m in metas])
             if report.failed:
                 raise ZipRejected(f"{len(report.failed)} of {len(metas)} images were not stored: "
                                   + "; ".join(sorted(set(report.failed.values())))[:2000])
         except SendingInterrupted:
-            return
+            return  # the claimed ZIP stays in .bridge/outbox and is sent after the restart
         except (ZipRejected, TransientSendError, OSError, ValueError) as err:
             self._fail(claimed, str(err), skipped, len(metas), columns)
             return
@@ -186,21 +185,6 @@ class Outbox:
         claimed.unlink()
         self._log(claimed, WARNING if report.warnings or skipped else SUCCESS, len(metas), columns,
                   f"{len(report.delivered)} images stored in the PACS" + self._notes(skipped, report))
-
-    def _send_with_retries(self, metas: list[FileMeta], report: SendReport, wait: WaitForFile) -> None:
-        settings = self.settings()
-        delay = settings.retry_delay_seconds
-        for attempt in range(settings.retries + 1):
-            try:
-                send_files(settings.target, metas, report, settings.parallel_associations, wait)
-                return
-            except TransientSendError as err:
-                if attempt == settings.retries:
-                    raise TransientSendError(f"{err}; gave up after {attempt + 1} tries") from None
-                log.warning("sending failed (%s); retry %d in %.0f s", err, attempt + 1, delay)
-                if self.stop.wait(delay):
-                    raise SendingInterrupted() from None
-                delay *= 2
 
     def _fail(self, claimed: Path, reason: str, skipped: list[str], image_count: int,
               columns: dict[str, object]) -> None:

@@ -37,6 +37,10 @@ class TransientSendError(RuntimeError):
     """The PACS could not be reached or dropped the association: worth another try later."""
 
 
+class SendingInterrupted(Exception):
+    """The bridge is stopping between two tries; the caller keeps the work for later."""
+
+
 @dataclass(frozen=True)
 class PacsTarget:
     """Where to send: the settings' host, port and AE titles."""
@@ -217,3 +221,25 @@ def echo(target: PacsTarget) -> EchoResult:
     return EchoResult(False, elapsed, f"C-ECHO failed (status {status if status is not None else 'none'})")
 
 
+
+
+def send_with_retries(target: PacsTarget, metas: list[FileMeta], report: SendReport, *, retries: int,
+                      retry_delay_seconds: float, parallel: int = 1, wait: WaitForFile = _no_wait,
+                      pause: Callable[[float], bool] = lambda seconds: bool(time.sleep(seconds))) -> SendReport:
+    """``send_files`` retried on transient failures, the delay doubling each time.
+
+    ``pause(seconds)`` waits between tries and returns True to give up (the bridge stopping),
+    which raises SendingInterrupted. The last failure says how many tries were made.
+    """
+    delay = retry_delay_seconds
+    for attempt in range(retries + 1):
+        try:
+            return send_files(target, metas, report, parallel, wait)
+        except TransientSendError as err:
+            if attempt == retries:
+                raise TransientSendError(f"{err}; gave up after {attempt + 1} tries") from None
+            log.warning("sending failed (%s); retry %d in %.0f s", err, attempt + 1, delay)
+            if pause(delay):
+                raise SendingInterrupted() from None
+            delay *= 2
+    return report
