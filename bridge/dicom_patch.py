@@ -19,10 +19,10 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
+from .header_scan import LONG_HEADER_VRS, SCAN_BYTES, dataset_start
+
 DEFLATED_TS = "1.2.840.10008.1.2.1.99"
 
-# Explicit-VR elements whose header has 2 reserved bytes and a 4-byte length.
-_LONG_HEADER_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}
 _BINARY_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UV", "AT", "FL", "FD", "SL", "SS", "UL", "US"}
 _COPY_CHUNK = 1024 * 1024
 
@@ -57,7 +57,7 @@ def make_span(tag: int, vr: str | None, value_start: int, length: int, implicit_
     vr = vr or "UN"
     if vr in _BINARY_VRS:
         raise PatchError(f"element {Tag(tag)} has binary VR {vr}, not text")
-    header_length = 8 if implicit_vr or vr not in _LONG_HEADER_VRS else 12
+    header_length = 8 if implicit_vr or vr not in LONG_HEADER_VRS else 12
     return ElementSpan(tag=int(tag), vr=vr, header_start=value_start - header_length, value_start=value_start,
                        value_length=length, implicit_vr=implicit_vr, little_endian=little_endian,
                        group_length_value_at=group_length_value_at)
@@ -93,7 +93,7 @@ def encode_element(span: ElementSpan, value: bytes) -> bytes:
     header = struct.pack(f"{order}HH", tag.group, tag.element)
     if span.implicit_vr:
         header += struct.pack(f"{order}L", len(value))
-    elif span.vr in _LONG_HEADER_VRS:
+    elif span.vr in LONG_HEADER_VRS:
         header += span.vr.encode("ascii") + b"\x00\x00" + struct.pack(f"{order}L", len(value))
     else:
         if len(value) > 0xFFFF:
@@ -149,22 +149,8 @@ def splice_deflated(source: BinaryIO, target: BinaryIO, span: ElementSpan, new_v
 
 def dataset_offset(source: BinaryIO) -> int:
     """Offset of the dataset after the 128-byte preamble, 'DICM' and the group-0002 meta."""
-    source.seek(128)
-    if source.read(4) != b"DICM":
-        raise PatchError("not a DICOM Part-10 file (no DICM prefix)")
-    position = 132
-    while True:
-        header = source.read(8)
-        if len(header) < 8:
-            return position
-        group, _element = struct.unpack("<HH", header[:4])
-        if group != 0x0002:
-            return position
-        vr = header[4:6].decode("ascii", "replace")
-        if vr in _LONG_HEADER_VRS:
-            (length,) = struct.unpack("<L", source.read(4))
-            position += 12 + length
-        else:
-            (length,) = struct.unpack("<H", header[6:8])
-            position += 8 + length
-        source.seek(position)
+    source.seek(0)
+    offset = dataset_start(source.read(SCAN_BYTES))
+    if offset is None:
+        raise PatchError("not a DICOM Part-10 file (no DICM prefix or an unreadable file meta)")
+    return offset

@@ -19,7 +19,9 @@ IMPLICIT_LE_TS = "1.2.840.10008.1.2"
 EXPLICIT_BE_TS = "1.2.840.10008.1.2.2"
 UNDEFINED = 0xFFFFFFFF
 ITEM, ITEM_END, SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
-LONG_HEADER_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+# Explicit-VR elements whose header has 2 reserved bytes and a 4-byte length.
+LONG_HEADER_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"})
+_LONG_HEADER_VR_BYTES = frozenset(vr.encode("ascii") for vr in LONG_HEADER_VRS)
 
 
 class _Unsure(Exception):
@@ -64,7 +66,7 @@ class _Walker:
             (length,) = struct.unpack_from(order + "L", head, pos + 4)
             return tag, None, pos + 8, length
         vr = head[pos + 4 : pos + 6]
-        if vr in LONG_HEADER_VRS:
+        if vr in _LONG_HEADER_VR_BYTES:
             if pos + 12 > len(head):
                 raise _Unsure
             (length,) = struct.unpack_from(order + "L", head, pos + 8)
@@ -119,6 +121,14 @@ def _meta(head: bytes) -> tuple[str, int]:
     if not values.get(0x00020010):
         raise _Unsure
     return values[0x00020010], pos
+
+
+def dataset_start(head: bytes) -> int | None:
+    """Where the dataset begins after the preamble, 'DICM' and the file meta; None if not Part 10."""
+    try:
+        return _file_meta(head)[1]
+    except (_Unsure, struct.error):
+        return None
 
 
 def file_meta_from_head(head: bytes) -> tuple[str, str, str] | None:

@@ -46,6 +46,13 @@ def display_date(dicom_date: str) -> str:
     return "-".join(match.groups()) if match else ""
 
 
+def log_columns(patient_name: str, birth_date: str, study_date: str, study_description: str,
+                modality: str) -> dict[str, object]:
+    """A study's log-book columns, formatted as the Log Book screen shows them."""
+    return {"patient_name": display_patient_name(patient_name), "birth_date": display_date(birth_date),
+            "study_date": display_date(study_date), "study_description": study_description, "modality": modality}
+
+
 def modality_field(modalities: tuple[str, ...]) -> str:
     """The study's modalities, most frequent first (ties alphabetical), joined with '-'."""
     counts = Counter(m.strip() for m in modalities if m and m.strip())

@@ -27,7 +27,7 @@ from .header_scan import scan_header
 from .instance import MODALITY, read_study_fields
 from .layout import StorageLayout, fsync_path
 from .logbook import FAILED, SEND, SUCCESS, WARNING, LogBook, LogEntry
-from .naming import display_date, display_patient_name, modality_field
+from .naming import log_columns, modality_field
 from .safe_unzip import ReadyFiles, ZipRejected, ZipUnpacker
 from .sender import FileMeta, PacsTarget, SendingInterrupted, SendReport, TransientSendError, send_with_retries
 
@@ -238,6 +238,5 @@ def study_columns(files: list[Path]) -> dict[str, object]:
     for path in files:
         scan = scan_header(path, {MODALITY})
         modalities.append(scan.text(MODALITY) if scan else "")
-    return {"patient_name": display_patient_name(study.patient_name), "birth_date": display_date(study.birth_date),
-            "study_date": display_date(study.study_date), "study_description": study.study_description,
-            "modality": modality_field(tuple(modalities))}
+    return log_columns(study.patient_name, study.birth_date, study.study_date, study.study_description,
+                       modality_field(tuple(modalities)))

@@ -23,7 +23,7 @@ from .crid import format_ids, merge_ids
 from .dicom_patch import dataset_offset, splice_deflated, splice_file
 from .instance import InstanceHeader, StudyFields, read_instance, read_study_fields
 from .layout import StorageLayout, fsync_path, is_disk_full_error, link_without_overwrite
-from .naming import ZipNameParts, display_date, display_patient_name, file_safe, modality_field, zip_name
+from .naming import ZipNameParts, file_safe, log_columns, modality_field, zip_name
 
 log = logging.getLogger(__name__)
 
@@ -191,15 +191,9 @@ class Zipper:
 
 def study_log_fields(summary: StudySummary) -> dict[str, object]:
     """The log book's study columns, formatted as the Log Book screen shows them."""
-    return {
-        "patient_name": display_patient_name(summary.patient_name),
-        "birth_date": display_date(summary.birth_date),
-        "study_date": display_date(summary.study_date),
-        "modality": summary.modality,
-        "image_count": summary.image_count,
-        "study_description": summary.study_description,
-        "crid": summary.crid_text,
-    }
+    return {**log_columns(summary.patient_name, summary.birth_date, summary.study_date, summary.study_description,
+                          summary.modality),
+            "image_count": summary.image_count, "crid": summary.crid_text}
 
 
 def is_transient(err: BaseException) -> bool:
