@@ -18,11 +18,13 @@ from .janitor import Janitor
 from .layout import StorageLayout
 from .outbox import Outbox, SendSettings
 from .ownership import FolderOwnership
+from .permissions import restrict_storage, use_private_umask
 from .logbook import FAILED, RECEIVE, SERVICE, SUCCESS, WARNING, INFO, LogBook, LogEntry
 from .receiver import Receiver, ReceiverStartError, clear_incoming
-from .sender import PacsTarget
-from .settings import Settings
+from .sender import NETWORK_TIMEOUT_SECONDS, PacsTarget
+from .settings import Settings, receive_tls_context, send_tls_context
 from .textlog import setup_text_log
+from .tls import TlsSetupError
 from .zipper import Zipper, ZippingAborted, is_transient, study_log_fields
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,7 @@ class Engine:
 
     def __init__(self, settings: Settings, *, log_to_stderr: bool = False, bind_address: str = "") -> None:
         self.settings = settings
+        use_private_umask(settings.share_with_group)  # before anything is created
         self.layout = StorageLayout(settings.storage_folder)
         self.layout.ensure()
         self.ownership = FolderOwnership(self.layout.work)
@@ -42,6 +45,7 @@ class Engine:
         self.bus = EventBus()
         self._log_handler = setup_text_log(self.layout.text_log, to_stderr=log_to_stderr)
         self.logbook = LogBook(self.layout.logbook_db, self.bus)
+        self._permission_warning = restrict_storage(self.layout, settings.share_with_group)
         self.stopping = threading.Event()
         self.aggregator = Aggregator(self.layout.spool, settings.timeout_seconds)
         self.zipper = Zipper(self.layout, settings.crid_tag, self.stopping)
@@ -66,17 +70,26 @@ class Engine:
             self._start_receiver()
         finally:
             self.logbook.add(LogEntry(action=SERVICE, status=INFO, detail=self._start_detail()))
+            if self._permission_warning:
+                self.logbook.add(LogEntry(action=SERVICE, status=WARNING, detail=self._permission_warning))
 
     def _start_receiver(self) -> None:
         self.receiver_error = ""
         if not self.settings.receive_enabled:
             return
+        try:
+            ssl_context = receive_tls_context(self.settings)
+        except TlsSetupError as err:  # a file changed since the settings were checked
+            self.receiver_error = f"cannot start the receiver: {err}"
+            self.logbook.add(LogEntry(action=SERVICE, status=FAILED, detail=self.receiver_error))
+            raise ReceiverStartError(self.receiver_error) from None
         receiver = Receiver(
             layout=self.layout, aggregator=self.aggregator, logbook=self.logbook, bus=self.bus,
             ae_title=self.settings.receive_ae_title, port=self.settings.receive_port,
             min_free_mb=self.settings.min_free_mb, bind_address=self._bind_address,
             allowed_calling_ae_titles=self.settings.allowed_calling_ae_titles,
             allowed_hosts=self.settings.allowed_hosts, check_called_ae_title=self.settings.check_called_ae_title,
+            ssl_context=ssl_context,
         )
         try:
             receiver.start()
@@ -98,7 +111,7 @@ class Engine:
         self.aggregator.wake()
         self.zipper.crid_tag = new.crid_tag
         receiving = ("receive_enabled", "receive_port", "receive_ae_title", "min_free_mb", "allowed_calling_ae_titles",
-                     "allowed_hosts", "check_called_ae_title")
+                     "allowed_hosts", "check_called_ae_title", "receive_tls_cert", "receive_tls_key", "receive_tls_ca")
         if any(getattr(old, name) != getattr(new, name) for name in receiving) or self.receiver_error:
             if self.receiver is not None:
                 self.receiver.stop(grace_seconds=5)
@@ -111,6 +124,8 @@ class Engine:
         self.logbook.add(LogEntry(action=SERVICE, status=INFO, detail="settings applied: " + self._start_detail()))
         if new.storage_folder != old.storage_folder:
             return "the storage folder changes when the bridge is restarted"
+        if new.share_with_group != old.share_with_group:
+            return "file permissions change when the bridge is restarted"
         if self.outbox is not None and not (new.send_enabled and new.send_host):
             return "sending stops when the bridge is restarted"
         return ""
@@ -138,10 +153,12 @@ class Engine:
                             parallel_associations=self.settings.send_parallel_associations)
 
     def _start_detail(self) -> str:
-        receiving = (f"receiving on port {self.settings.receive_port} as {self.settings.receive_ae_title}"
-                     if self.receiver is not None else "receiving is disabled")
-        sending = (f"sending Outbox_Auto to {self.settings.send_ae_title_receiver}@{self.settings.send_host}:"
-                   f"{self.settings.send_port}" if self.outbox is not None else "sending is disabled")
+        s = self.settings
+        receiving = (f"receiving on port {s.receive_port} as {s.receive_ae_title}"
+                     f"{' over TLS' if s.receive_tls_cert else ''}" if self.receiver is not None
+                     else "receiving is disabled")
+        sending = (f"sending Outbox_Auto to {s.send_ae_title_receiver}@{s.send_host}:{s.send_port}"
+                   f"{' over TLS' if s.send_tls else ''}" if self.outbox is not None else "sending is disabled")
         return f"bridge started; {receiving}; {sending}; storage {self.layout.root}"
 
     def _recover(self) -> None:
@@ -224,10 +241,11 @@ class Engine:
         )
 
 
-def pacs_target(settings: Settings) -> PacsTarget:
+def pacs_target(settings: Settings, timeout_seconds: float = NETWORK_TIMEOUT_SECONDS) -> PacsTarget:
     """The PACS named in the settings, for sending and for C-ECHO."""
     return PacsTarget(host=settings.send_host, port=settings.send_port,
-                      called_ae=settings.send_ae_title_receiver, calling_ae=settings.send_ae_title_sender)
+                      called_ae=settings.send_ae_title_receiver, calling_ae=settings.send_ae_title_sender,
+                      timeout_seconds=timeout_seconds, tls=send_tls_context(settings))
 
 
 def outbox_waiting(layout: StorageLayout) -> int:

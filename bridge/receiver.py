@@ -14,6 +14,7 @@ import errno
 import logging
 import shutil
 import socket
+import ssl
 import tempfile
 import threading
 import time
@@ -29,6 +30,7 @@ from .instance import read_study_uid
 from .layout import StorageLayout, free_megabytes
 from .logbook import FAILED, RECEIVE, WARNING, LogBook, LogEntry
 from .net import NAGLE_OFF
+from .tls import finish_server_handshake
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +82,7 @@ class Receiver:
     def __init__(self, *, layout: StorageLayout, aggregator: Aggregator, logbook: LogBook, bus: EventBus,
                  ae_title: str, port: int, min_free_mb: int, bind_address: str = "",
                  allowed_calling_ae_titles: tuple[str, ...] = (), allowed_hosts: tuple[str, ...] = (),
-                 check_called_ae_title: bool = False) -> None:
+                 check_called_ae_title: bool = False, ssl_context: ssl.SSLContext | None = None) -> None:
         self.layout = layout
         self.aggregator = aggregator
         self.logbook = logbook
@@ -92,6 +94,7 @@ class Receiver:
         self.allowed_calling_ae_titles = allowed_calling_ae_titles
         self.allowed_hosts = allowed_hosts
         self.check_called_ae_title = check_called_ae_title
+        self.ssl_context = ssl_context
         self._server = None
         self._ae: AE | None = None
         self._throttle = _Throttle({})
@@ -114,6 +117,7 @@ class Receiver:
         ae.require_called_aet = self.check_called_ae_title
         handlers = [
             (evt.EVT_REJECTED, self._association_rejected),
+            (evt.EVT_CONN_OPEN, finish_server_handshake, [self._handshake_failed]),
             NAGLE_OFF,
             (evt.EVT_C_STORE, self._handle_store),
             (evt.EVT_C_ECHO, lambda event: STATUS_SUCCESS),
@@ -122,7 +126,8 @@ class Receiver:
             (evt.EVT_ABORTED, self._association_ended),
         ]
         try:
-            self._server = ae.start_server((self.bind_address, self.port), block=False, evt_handlers=handlers)
+            self._server = ae.start_server((self.bind_address, self.port), block=False, evt_handlers=handlers,
+                                           ssl_context=self.ssl_context)
         except OSError as err:
             message = explain_bind_error(err, self.port)
             self.bus.publish(ReceiverStateChanged(listening=False, port=self.port, error=message))
@@ -132,7 +137,8 @@ class Receiver:
             self._server.verify_request = (  # socketserver's hook: False closes the connection at once
                 lambda _request, client_address: self._host_allowed(client_address[0], allowed_addresses))
         self._ae = ae
-        log.info("receiver listening on port %d as %s", self.port, self.ae_title)
+        log.info("receiver listening on port %d as %s%s", self.port, self.ae_title,
+                 " (DICOM over TLS)" if self.ssl_context else "")
         self.bus.publish(ReceiverStateChanged(listening=True, port=self.port))
 
     def stop(self, grace_seconds: float = 10.0) -> None:
@@ -163,6 +169,9 @@ class Receiver:
             return True
         self._refuse(f"host:{address}", f"connection from {address} refused: not in receive.allowed_hosts")
         return False
+
+    def _handshake_failed(self, address: str, explanation: str) -> None:
+        self._refuse(f"tls:{address}:{explanation}", f"connection from {address} refused: {explanation}")
 
     def _association_rejected(self, event: evt.Event) -> None:
         requestor = event.assoc.requestor

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections import defaultdict
@@ -24,6 +25,7 @@ from pynetdicom import AE, _config
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from .net import NAGLE_OFF
+from .tls import probe_handshake
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,12 @@ class PacsTarget:
     called_ae: str
     calling_ae: str
     timeout_seconds: float = NETWORK_TIMEOUT_SECONDS
+    tls: ssl.SSLContext | None = field(default=None, compare=False)  # None: plain DICOM
+
+    @property
+    def tls_args(self) -> tuple[ssl.SSLContext, str] | None:
+        """pynetdicom's ``tls_args``: the host name is what the PACS certificate must name."""
+        return (self.tls, self.host) if self.tls is not None else None
 
 
 @dataclass(frozen=True)
@@ -101,6 +109,9 @@ def _describe_failed_association(assoc, target: PacsTarget) -> str:  # noqa: ANN
     """Why an association did not come up, in words an admin can act on."""
     if assoc.is_rejected:
         return "the PACS rejected the association (check the AE titles in the settings)"
+    if target.tls is not None:
+        problem = probe_handshake(target.tls, target.host, target.port, min(target.timeout_seconds, 5))
+        return problem or "the PACS aborted the association"
     try:  # pynetdicom reports a refused connection as an abort: look again, once
         socket.create_connection((target.host, target.port), timeout=min(target.timeout_seconds, 5)).close()
     except OSError as err:
@@ -128,7 +139,8 @@ def send_batch(target: PacsTarget, batch: list[FileMeta], report: SendReport, wa
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = target.timeout_seconds
     for sop_class, syntax in dict.fromkeys((m.sop_class, m.transfer_syntax) for m in batch):
         ae.add_requested_context(sop_class, syntax)
-    assoc = ae.associate(target.host, target.port, ae_title=target.called_ae, max_pdu=0, evt_handlers=[NAGLE_OFF])
+    assoc = ae.associate(target.host, target.port, ae_title=target.called_ae, max_pdu=0, evt_handlers=[NAGLE_OFF],
+                         tls_args=target.tls_args)
     if not assoc.is_established:
         raise TransientSendError(_describe_failed_association(assoc, target))
     try:
@@ -203,7 +215,8 @@ def echo(target: PacsTarget) -> EchoResult:
     ae.add_requested_context(Verification)
     started = time.perf_counter()
     try:
-        assoc = ae.associate(target.host, target.port, ae_title=target.called_ae, evt_handlers=[NAGLE_OFF])
+        assoc = ae.associate(target.host, target.port, ae_title=target.called_ae, evt_handlers=[NAGLE_OFF],
+                             tls_args=target.tls_args)
     except Exception as err:  # noqa: BLE001 - e.g. an unresolvable host name
         return EchoResult(False, 0.0, f"cannot connect to {target.host}:{target.port}: {err}")
     if not assoc.is_established:

@@ -10,12 +10,15 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import platformdirs
 import tomlkit
+
+from .tls import TlsSetupError, client_context, server_context
 
 APP_NAME = "dicombridge"
 
@@ -93,6 +96,14 @@ def _list_of(check: Callable[[Any], str]) -> Callable[[Any], list[str]]:
     return check_all
 
 
+def _pem_file(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be the path of a PEM file, or empty")
+    if value and not Path(os.path.expanduser(value)).is_file():
+        raise ValueError("must be the path of an existing PEM file, or empty")
+    return value
+
+
 def _folder(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError("must be a folder path")
@@ -123,6 +134,9 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("general", "min_free_mb", 500,
                 "Refuse incoming images (status 0xA700, the PACS retries) when the storage disk has less free space (MB, 0-1000000).",
                 _int_in(0, 1_000_000)),
+    SettingSpec("general", "share_with_group", False,
+                "Let the bridge's group read ZIPs and logs (for a messaging app under another account); "
+                "off: owner only.", _boolean),
     SettingSpec("receive", "enabled", True, "Run the DICOM receiver (Storage SCP).", _boolean),
     SettingSpec("receive", "port", 11112,
                 "TCP port the receiver listens on (1-65535; ports below 1024 need privileges on Linux).",
@@ -143,6 +157,13 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "Only these IP addresses or host names may connect (empty: any).", _list_of(_host)),
     SettingSpec("receive", "check_called_ae_title", False,
                 "Reject associations whose called AE title is not receive.ae_title.", _boolean),
+    SettingSpec("receive", "tls_cert", "",
+                "PEM certificate (chain) for DICOM over TLS on the receive port; empty: plain DICOM.", _pem_file),
+    SettingSpec("receive", "tls_key", "",
+                "Unencrypted PEM private key of receive.tls_cert (readable by this user only).", _pem_file),
+    SettingSpec("receive", "tls_ca", "",
+                "PEM CA certificate(s); when set, senders must present a client certificate signed by it.",
+                _pem_file),
     SettingSpec("send", "enabled", False, "Send ZIPs dropped in Outbox_Auto to the PACS.", _boolean),
     SettingSpec("send", "host", "", "PACS host name or IP address.", _host),
     SettingSpec("send", "port", 104, "PACS DICOM port (1-65535).", _int_in(1, 65535)),
@@ -156,6 +177,12 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("send", "parallel_associations", 1,
                 "Associations used at once to send one ZIP; more hide a slow PACS's latency (1-8).",
                 _int_in(1, 8)),
+    SettingSpec("send", "tls", False, "Send over DICOM TLS (use the PACS's TLS port).", _boolean),
+    SettingSpec("send", "tls_ca", "",
+                "PEM CA certificate(s) that signed the PACS certificate (empty: the system's trusted CAs).",
+                _pem_file),
+    SettingSpec("send", "tls_cert", "", "PEM client certificate, if the PACS asks for one.", _pem_file),
+    SettingSpec("send", "tls_key", "", "Unencrypted PEM private key of send.tls_cert.", _pem_file),
 )
 
 SPEC_BY_NAME = {spec.name: spec for spec in SETTINGS}
@@ -168,6 +195,7 @@ class Settings:
     storage_folder: Path
     keep_failed_days: int
     min_free_mb: int
+    share_with_group: bool
     receive_enabled: bool
     receive_port: int
     receive_ae_title: str
@@ -177,6 +205,9 @@ class Settings:
     allowed_calling_ae_titles: tuple[str, ...]
     allowed_hosts: tuple[str, ...]
     check_called_ae_title: bool
+    receive_tls_cert: str
+    receive_tls_key: str
+    receive_tls_ca: str
     send_enabled: bool
     send_host: str
     send_port: int
@@ -185,6 +216,10 @@ class Settings:
     send_retries: int
     send_retry_delay_seconds: int
     send_parallel_associations: int
+    send_tls: bool
+    send_tls_ca: str
+    send_tls_cert: str
+    send_tls_key: str
     source: Path | None = field(default=None, compare=False)
 
     @property
@@ -198,6 +233,7 @@ _FIELD_FOR = {
     "general.storage_folder": "storage_folder",
     "general.keep_failed_days": "keep_failed_days",
     "general.min_free_mb": "min_free_mb",
+    "general.share_with_group": "share_with_group",
     "receive.enabled": "receive_enabled",
     "receive.port": "receive_port",
     "receive.ae_title": "receive_ae_title",
@@ -207,6 +243,9 @@ _FIELD_FOR = {
     "receive.allowed_calling_ae_titles": "allowed_calling_ae_titles",
     "receive.allowed_hosts": "allowed_hosts",
     "receive.check_called_ae_title": "check_called_ae_title",
+    "receive.tls_cert": "receive_tls_cert",
+    "receive.tls_key": "receive_tls_key",
+    "receive.tls_ca": "receive_tls_ca",
     "send.enabled": "send_enabled",
     "send.host": "send_host",
     "send.port": "send_port",
@@ -215,6 +254,10 @@ _FIELD_FOR = {
     "send.retries": "send_retries",
     "send.retry_delay_seconds": "send_retry_delay_seconds",
     "send.parallel_associations": "send_parallel_associations",
+    "send.tls": "send_tls",
+    "send.tls_ca": "send_tls_ca",
+    "send.tls_cert": "send_tls_cert",
+    "send.tls_key": "send_tls_key",
 }
 
 
@@ -241,7 +284,32 @@ def settings_from_mapping(data: dict[str, Any], source: Path | None = None) -> S
     for name in ("allowed_calling_ae_titles", "allowed_hosts"):
         values[name] = tuple(values[name])  # Settings is frozen and compared: no lists inside
     folder = Path(os.path.expanduser(values.pop("storage_folder")))
-    return Settings(storage_folder=folder, source=source, **values)
+    settings = Settings(storage_folder=folder, source=source, **values)
+    try:  # the files must also fit together: load them now rather than fail at the first association
+        receive_tls_context(settings)
+        send_tls_context(settings)
+    except TlsSetupError as err:
+        raise SettingsError(str(err)) from None
+    return settings
+
+
+def receive_tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The receiver's TLS context, or None for plain DICOM."""
+    return server_context(settings.receive_tls_cert, settings.receive_tls_key, settings.receive_tls_ca)
+
+
+def send_tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The sender's TLS context, or None for plain DICOM."""
+    return client_context(settings.send_tls, settings.send_tls_ca, settings.send_tls_cert, settings.send_tls_key)
+
+
+def settings_from_values(values: dict[str, Any]) -> Settings:
+    """Settings from flat ``section.key`` values (as on the Settings screen)."""
+    nested: dict[str, dict[str, Any]] = {}
+    for name, value in values.items():
+        section, key = name.split(".", 1)
+        nested.setdefault(section, {})[key] = value
+    return settings_from_mapping(nested)
 
 
 def default_config_path() -> Path:
@@ -269,7 +337,7 @@ def load_settings(path: Path) -> Settings:
     """Read and validate the config file, creating it with defaults when it does not exist."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(tomlkit.dumps(default_document()), encoding="utf-8")
+        _write_private(path, tomlkit.dumps(default_document()))
     try:
         document = tomlkit.parse(path.read_text(encoding="utf-8"))
     except tomlkit.exceptions.TOMLKitError as err:
@@ -301,6 +369,14 @@ def save_values(path: Path, changes: dict[str, Any]) -> Settings:
             document.add(section, tomlkit.table())
         document[section][key] = value
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(tomlkit.dumps(document), encoding="utf-8")
+    _write_private(tmp, tomlkit.dumps(document), mode=path.stat().st_mode & 0o777 if path.exists() else 0o600)
     os.replace(tmp, path)
     return settings
+
+
+def _write_private(path: Path, text: str, mode: int = 0o600) -> None:
+    """Write a config file readable by its owner only (it may name key files and mail accounts)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.chmod(path, mode)  # O_CREAT's mode does not apply to a file that already existed

@@ -80,11 +80,11 @@ class StoreSCP:
 
     aet = "STORESCP"
 
-    def __init__(self, folder: Path, port: int | None = None) -> None:
+    def __init__(self, folder: Path, port: int | None = None, extra_args: tuple[str, ...] = ()) -> None:
         self.port = port or _free_port()
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen([dcmtk("storescp"), "+xa", "-aet", self.aet, "-od", str(folder),
+        self.process = subprocess.Popen([dcmtk("storescp"), "+xa", "-aet", self.aet, *extra_args, "-od", str(folder),
                                          str(self.port)], env=PEER_ENV, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
         _wait(lambda: _listening(self.port), "storescp")

@@ -210,3 +210,33 @@ async def test_storage_folder_can_be_picked(session, tmp_path):
         await pilot.press("escape")
         await until(pilot, lambda: not isinstance(app.screen, FolderPicker))
         assert field.value == str(target)
+
+
+async def test_tls_settings_are_on_screen_checked_inline_and_used_by_echo(session, tmp_path):
+    from .pki import make_pki
+
+    pki = make_pki(tmp_path / "pki")
+    scp = StoreSCP(tmp_path / "scp", extra_args=("+tls", str(pki.server.key), str(pki.server.cert),
+                                                  "+cf", str(pki.ca)))
+    try:
+        app = DicomBridgeApp(session)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await open_settings(pilot)
+            screen = app.screen
+            screen.query_one("#receive-tls-key", Input).value = str(tmp_path / "missing.key")
+            await pilot.pause()
+            assert "existing PEM file" in str(screen.query_one("#receive-tls-key-error", Static).render())
+            screen.query_one("#receive-tls-key", Input).value = ""
+            for widget, value in (("send-host", "127.0.0.1"), ("send-port", str(scp.port)),
+                                  ("send-ae-title-receiver", scp.aet), ("send-tls-ca", str(pki.ca)),
+                                  ("send-tls-cert", str(pki.client.cert)), ("send-tls-key", str(pki.client.key))):
+                screen.query_one(f"#{widget}", Input).value = value
+            screen.query_one("#send-tls").value = True
+            result = screen.query_one("#result", Static)
+            await pilot.press("ctrl+e")
+            await until(pilot, lambda: "succeeded" in str(result.render()))
+            screen.query_one("#send-tls").value = False  # plain DICOM to the TLS port fails
+            await pilot.press("ctrl+e")
+            await until(pilot, lambda: "failed" in str(result.render()))
+    finally:
+        scp.stop()

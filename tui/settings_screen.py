@@ -18,9 +18,10 @@ from textual.screen import Screen
 from textual.validation import ValidationResult, Validator
 from textual.widgets import Button, Footer, Header, Input, Label, Static, Switch
 
+from bridge.engine import pacs_target
 from bridge.sender import PacsTarget, echo
 from bridge.settings import (SETTINGS, SettingsError, SettingSpec, file_values, load_settings, save_values,
-                             validate_value)
+                             settings_from_values, validate_value)
 
 from .folder_picker import FolderPicker
 from .messages import EchoFinished
@@ -163,9 +164,11 @@ class SettingsScreen(Screen):
         except SettingsError as err:
             self._say(f"Cannot echo: {err}", error=True)
             return
-        target = PacsTarget(host=values["send.host"], port=values["send.port"],
-                            called_ae=values["send.ae_title_receiver"], calling_ae=values["send.ae_title_sender"],
-                            timeout_seconds=ECHO_TIMEOUT_SECONDS)
+        try:
+            target = pacs_target(settings_from_values(values), timeout_seconds=ECHO_TIMEOUT_SECONDS)
+        except SettingsError as err:
+            self._say(f"Cannot echo: {err}", error=True)
+            return
         if not target.host:
             self._say("Cannot echo: send.host is empty", error=True)
             return
