@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dicombridge {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("echo", parents=[config_option], help="C-ECHO to the PACS in the settings")
+    commands.add_parser("test-mail", parents=[config_option], help="mail the notification recipients now")
     send = commands.add_parser("send", parents=[config_option], help="send a folder of DICOM files or a ZIP")
     send.add_argument("path", type=Path)
     service = commands.add_parser("service", parents=[config_option], help="run the bridge as a systemd service")
@@ -46,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_SETTINGS
     if args.command == "echo":
         return run_echo(settings)
+    if args.command == "test-mail":
+        return run_test_mail(settings)
     if args.command == "send":
         from .adhoc_send import run_send
 
@@ -94,6 +97,19 @@ def run_echo(settings) -> int:  # noqa: ANN001 - Settings
     print(f"{result.message} ({result.round_trip_ms:.0f} ms)" if result.ok else result.message,
           file=sys.stdout if result.ok else sys.stderr)
     return 0 if result.ok else 1
+
+
+def run_test_mail(settings) -> int:  # noqa: ANN001 - Settings
+    """``dicombridge test-mail``: exit 0 when the mail server took the mail."""
+    from .mail import MailError
+    from .notifier import send_test_mail
+
+    try:
+        print(send_test_mail(settings))
+    except MailError as err:
+        print(f"dicombridge test-mail: {err}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from .events import BridgeStatus, EventBus, PendingInfo, StudyRouted
 from .janitor import Janitor
 from .layout import StorageLayout
 from .outbox import Outbox, SendSettings
+from .notifier import Notifier
 from .ownership import FolderOwnership
 from .permissions import restrict_storage, use_private_umask
 from .logbook import FAILED, RECEIVE, SERVICE, SUCCESS, WARNING, INFO, LogBook, LogEntry
@@ -47,6 +48,8 @@ class Engine:
         self.logbook = LogBook(self.layout.logbook_db, self.bus)
         self._permission_warning = restrict_storage(self.layout, settings.share_with_group)
         self.stopping = threading.Event()
+        self.notifier = Notifier(self.layout, self.logbook, self.bus, lambda: self.settings, self.stopping)
+        self.bus.subscribe(self.notifier.consider)
         self.aggregator = Aggregator(self.layout.spool, settings.timeout_seconds)
         self.zipper = Zipper(self.layout, settings.crid_tag, self.stopping)
         self.receiver: Receiver | None = None
@@ -63,6 +66,7 @@ class Engine:
         running (the UI shows the reason; the headless runner exits).
         """
         self._recover()
+        self.notifier.start()
         self._zip_thread.start()
         Janitor(self.layout, self.logbook, lambda: self.settings.keep_failed_days, self.stopping).start()
         self._start_outbox()
@@ -140,6 +144,8 @@ class Engine:
             self._zip_thread.join(timeout=grace_seconds + 30)
         if self.outbox is not None:
             self.outbox.join(timeout=grace_seconds + 60)
+        self.notifier.wake()
+        self.notifier.join(timeout=30)  # one last delivery; undelivered mails wait in .bridge/mail
         self.logbook.add(LogEntry(action=SERVICE, status=INFO, detail="bridge stopped"))
         self.logbook.close()
         logging.getLogger("bridge").removeHandler(self._log_handler)

@@ -9,18 +9,33 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Callable, Union
+from typing import TYPE_CHECKING, Callable, Union
+
+if TYPE_CHECKING:
+    from .logbook import LogEntry
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class LogBookEntryAdded:
-    """A row was written to the log book (its id lets a reader fetch the row)."""
+    """A row was written to the log book (its id lets a reader fetch the row).
+
+    ``entry`` is the row itself when the writer is in this process (the notifier reads it);
+    None when an attached UI only saw the id change in another process's database.
+    """
 
     entry_id: int
     action: str
     status: str
+    entry: LogEntry | None = None
+
+
+@dataclass(frozen=True)
+class MailQueued:
+    """Notification mails were written to the mail queue; ``waiting`` are not delivered yet."""
+
+    waiting: int
 
 
 @dataclass(frozen=True)
@@ -79,7 +94,7 @@ class BridgeStatus:
     owner_pid: int | None  # set when the UI is attached to a service owning the folder
 
 
-BridgeEvent = Union[LogBookEntryAdded, InstanceStored, StudyRouted, OutboxZipDone, ReceiverStateChanged]
+BridgeEvent = Union[LogBookEntryAdded, MailQueued, InstanceStored, StudyRouted, OutboxZipDone, ReceiverStateChanged]
 Subscriber = Callable[[BridgeEvent], None]
 
 

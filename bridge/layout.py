@@ -77,6 +77,11 @@ class StorageLayout:
         return self.work / "outbox"
 
     @property
+    def mail_queue(self) -> Path:
+        """Notification mails not yet delivered (.eml), kept across restarts."""
+        return self.work / "mail"
+
+    @property
     def logs(self) -> Path:
         return self.root / "Logs"
 
@@ -94,7 +99,8 @@ class StorageLayout:
     def ensure(self) -> None:
         """Create every folder and prove the storage folder is writable, or raise StorageError."""
         try:
-            for folder in (*self.public_folders(), self.incoming, self.spool, self.staging, self.outbox_work, self.logs):
+            for folder in (*self.public_folders(), self.incoming, self.spool, self.staging, self.outbox_work,
+                           self.mail_queue, self.logs):
                 folder.mkdir(parents=True, exist_ok=True)
             probe = self.work / f"write-test-{uuid.uuid4().hex}"
             probe.write_bytes(b"ok")

@@ -52,6 +52,7 @@ class LogEntry:
     study_description: str = ""
     crid: str = ""
     target: str = ""
+    needs_attention: bool = False  # not a column: a warning a person must act on (mailed like a failure)
     timestamp: str = field(default_factory=lambda: datetime.now().astimezone().isoformat(timespec="seconds"))
     entry_id: int | None = None
 
@@ -100,7 +101,7 @@ class LogBook:
         log.log(level, "%s %s: %s %s %s", entry.action, entry.status, entry.patient_name,
                 entry.target, entry.detail)
         if self._bus is not None:
-            self._bus.publish(LogBookEntryAdded(entry.entry_id or 0, entry.action, entry.status))
+            self._bus.publish(LogBookEntryAdded(entry.entry_id or 0, entry.action, entry.status, entry))
         return entry
 
     def _rollback_quietly(self) -> None:

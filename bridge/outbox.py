@@ -152,6 +152,7 @@ class Outbox:
         columns: dict[str, object] = {}
         unpacker: ZipUnpacker | None = None
         extractor: threading.Thread | None = None
+        ready: ReadyFiles | None = None
         try:
             unpacker = ZipUnpacker(claimed, work)
             metas = unpacker.plan()
@@ -173,6 +174,8 @@ class Outbox:
         except SendingInterrupted:
             return  # the claimed ZIP stays in .bridge/outbox and is sent after the restart
         except (ZipRejected, TransientSendError, OSError, ValueError) as err:
+            if not columns and metas and ready is not None:
+                columns = _first_file_columns(metas[0], ready)  # the failure row names the patient too
             self._fail(claimed, str(err), skipped, len(metas), columns)
             return
         finally:
@@ -226,6 +229,15 @@ def _extract(unpacker: ZipUnpacker, ready: ReadyFiles) -> None:
         ready.finish()
     except (ZipRejected, OSError) as err:
         ready.finish(str(err))
+
+
+def _first_file_columns(first: FileMeta, ready: ReadyFiles) -> dict[str, object]:
+    """Study columns from the first file alone, once it is unpacked (or {} if it never is)."""
+    try:
+        ready.wait(first)
+    except ZipRejected:
+        return {}
+    return study_columns([first.path])
 
 
 def study_columns(files: list[Path]) -> dict[str, object]:

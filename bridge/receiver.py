@@ -192,7 +192,7 @@ class Receiver:
         calling = event.assoc.requestor.ae_title
         if self.min_free_mb and free_megabytes(self.layout.root) < self.min_free_mb:
             self._refuse("disk", f"free space on {self.layout.root} is below {self.min_free_mb} MB; "
-                         f"images are refused (0xA700) so the PACS keeps and retries them")
+                         f"images are refused (0xA700) so the PACS keeps and retries them", needs_attention=True)
             return STATUS_OUT_OF_RESOURCES
         try:
             study_uid = read_study_uid(received)
@@ -208,9 +208,9 @@ class Receiver:
         self.bus.publish(InstanceStored(study_key=study.key, pending_images=study.image_count))
         return STATUS_SUCCESS
 
-    def _refuse(self, reason_key: str, detail: str) -> None:
+    def _refuse(self, reason_key: str, detail: str, needs_attention: bool = False) -> None:
         if self._throttle.due(reason_key):
-            self.logbook.add(LogEntry(action=RECEIVE, status=WARNING, detail=detail))
+            self.logbook.add(LogEntry(action=RECEIVE, status=WARNING, detail=detail, needs_attention=needs_attention))
 
     def _keep_unreadable(self, received: Path, sop_uid: str, calling: str, err: Exception) -> None:
         """Copy a dataset we cannot parse to Inbox_Failed (once per SOP UID) and log it."""

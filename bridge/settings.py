@@ -104,6 +104,41 @@ def _pem_file(value: Any) -> str:
     return value
 
 
+def _existing_file(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be the path of a file, or empty")
+    if value and not Path(os.path.expanduser(value)).is_file():
+        raise ValueError("must be the path of an existing file, or empty")
+    return value
+
+
+def _text(limit: int) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or len(value) > limit or any(ord(c) < 32 for c in value):
+            raise ValueError(f"must be text of up to {limit} characters on one line")
+        return value
+
+    return check
+
+
+def _one_of(*choices: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if value not in choices:
+            raise ValueError("must be one of " + ", ".join(f'"{c}"' for c in choices))
+        return value
+
+    return check
+
+
+_EMAIL = re.compile(r"[^@\s<>,;\\\"]+@[A-Za-z0-9.-]+")
+
+
+def _email(value: Any) -> str:
+    if not isinstance(value, str) or not _EMAIL.fullmatch(value):
+        raise ValueError("must be an e-mail address like name@example.org")
+    return value
+
+
 def _folder(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError("must be a folder path")
@@ -183,6 +218,31 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 _pem_file),
     SettingSpec("send", "tls_cert", "", "PEM client certificate, if the PACS asks for one.", _pem_file),
     SettingSpec("send", "tls_key", "", "Unencrypted PEM private key of send.tls_cert.", _pem_file),
+    SettingSpec("notify", "enabled", False,
+                "Mail people when something needs them (failures; arrivals if on_arrival).", _boolean),
+    SettingSpec("notify", "smtp_host", "", "Mail server (SMTP) host name or IP address.", _host),
+    SettingSpec("notify", "smtp_port", 587, "Mail server port (587 STARTTLS, 465 SSL, 25 plain).",
+                _int_in(1, 65535)),
+    SettingSpec("notify", "smtp_security", "starttls", 'Encryption to the mail server: "starttls", "ssl" or "none".',
+                _one_of("starttls", "ssl", "none")),
+    SettingSpec("notify", "smtp_user", "", "Mail server login (empty: no login).", _text(256)),
+    SettingSpec("notify", "smtp_password", "",
+                "Its password; better: smtp_password_file or the DICOMBRIDGE_SMTP_PASSWORD environment variable.",
+                _text(256)),
+    SettingSpec("notify", "smtp_password_file", "",
+                "File holding the mail password (first line), readable by this user only.", _existing_file),
+    SettingSpec("notify", "sender", "dicombridge@localhost", "From address of the mails.", _email),
+    SettingSpec("notify", "recipients", [], "Who gets the mails, e.g. [\"it@practice.example\"].",
+                _list_of(_email)),
+    SettingSpec("notify", "on_failure", True,
+                "Mail failures: Inbox_Failed, Outbox_Failed, receiver not listening, disk floor reached.", _boolean),
+    SettingSpec("notify", "on_arrival", False, "Mail each study that arrived and was zipped.", _boolean),
+    SettingSpec("notify", "no_phi", False,
+                "Leave patient name, birth date, recipient IDs and file names out of mails (outside mail servers).",
+                _boolean),
+    SettingSpec("notify", "gather_seconds", 60,
+                "Events are gathered this long; more than 3 of a kind become one summary mail (1-3600).",
+                _int_in(1, 3600)),
 )
 
 SPEC_BY_NAME = {spec.name: spec for spec in SETTINGS}
@@ -220,6 +280,19 @@ class Settings:
     send_tls_ca: str
     send_tls_cert: str
     send_tls_key: str
+    notify_enabled: bool
+    notify_smtp_host: str
+    notify_smtp_port: int
+    notify_smtp_security: str
+    notify_smtp_user: str
+    notify_smtp_password: str = field(repr=False)  # never printed, never logged
+    notify_smtp_password_file: str
+    notify_sender: str
+    notify_recipients: tuple[str, ...]
+    notify_on_failure: bool
+    notify_on_arrival: bool
+    notify_no_phi: bool
+    notify_gather_seconds: int
     source: Path | None = field(default=None, compare=False)
 
     @property
@@ -258,6 +331,9 @@ _FIELD_FOR = {
     "send.tls_ca": "send_tls_ca",
     "send.tls_cert": "send_tls_cert",
     "send.tls_key": "send_tls_key",
+    **{f"notify.{key}": f"notify_{key}" for key in (
+        "enabled", "smtp_host", "smtp_port", "smtp_security", "smtp_user", "smtp_password", "smtp_password_file",
+        "sender", "recipients", "on_failure", "on_arrival", "no_phi", "gather_seconds")},
 }
 
 
@@ -281,7 +357,7 @@ def settings_from_mapping(data: dict[str, Any], source: Path | None = None) -> S
         if hasattr(raw, "unwrap"):
             raw = raw.unwrap()
         values[_FIELD_FOR[spec.name]] = validate_value(spec.name, raw)
-    for name in ("allowed_calling_ae_titles", "allowed_hosts"):
+    for name in ("allowed_calling_ae_titles", "allowed_hosts", "notify_recipients"):
         values[name] = tuple(values[name])  # Settings is frozen and compared: no lists inside
     folder = Path(os.path.expanduser(values.pop("storage_folder")))
     settings = Settings(storage_folder=folder, source=source, **values)
@@ -290,6 +366,8 @@ def settings_from_mapping(data: dict[str, Any], source: Path | None = None) -> S
         send_tls_context(settings)
     except TlsSetupError as err:
         raise SettingsError(str(err)) from None
+    if settings.notify_enabled and not (settings.notify_smtp_host and settings.notify_recipients):
+        raise SettingsError("notify.enabled needs notify.smtp_host and at least one address in notify.recipients")
     return settings
 
 
@@ -322,7 +400,7 @@ def default_document() -> tomlkit.TOMLDocument:
     doc = tomlkit.document()
     doc.add(tomlkit.comment("DicomBridge settings. Edit here or in the terminal UI (Settings)."))
     doc.add(tomlkit.comment("Changes are validated; an invalid value is refused with a message."))
-    for section_name in ("general", "receive", "send"):
+    for section_name in ("general", "receive", "send", "notify"):
         table = tomlkit.table()
         for spec in SETTINGS:
             if spec.section != section_name:

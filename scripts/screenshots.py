@@ -30,6 +30,10 @@ async def save_all(folder: Path, config: Path) -> None:
             await pilot.press("f3")
             await pilot.pause()
             app.save_screenshot(f"settings-{label}.svg", str(folder))
+            if label == "120x40":  # the security and e-mail part of the form too
+                app.screen.query(".section-title").last().scroll_visible(top=True, animate=False)
+                await pilot.pause()
+                app.save_screenshot("settings-notify-120x40.svg", str(folder))
 
 
 def main() -> int:

@@ -111,3 +111,30 @@ def make_large_study(folder: Path, count: int, crid_value: str | None = None, si
         dataset.PixelData = noise.randbytes(side * side * 2)
 
     return make_study(folder, count=count, crid_value=crid_value, customize=large_noise)
+
+
+def unreadable_dataset(path: Path):
+    """A Part-10 file whose dataset is garbage after valid file meta (DCMTK refuses to send such)."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_file_meta_info
+
+    meta = template(CT).file_meta
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    buffer = DicomBytesIO()
+    write_file_meta_info(buffer, meta)
+    path.write_bytes(b"\0" * 128 + b"DICM" + buffer.getvalue() + b"\x08\x00\x05\x00CS\xff\xffgarbage that is no dataset")
+    return path, meta
+
+
+def send_raw(port: int, path: Path, meta) -> int:  # noqa: ANN001 - FileMetaDataset
+    """Stream a file as it is with pynetdicom (the crafted one cannot go through DCMTK); its status."""
+    from pynetdicom import AE
+
+    ae = AE(ae_title="CRAFTER")
+    ae.add_requested_context(meta.MediaStorageSOPClassUID, meta.TransferSyntaxUID)
+    assoc = ae.associate("127.0.0.1", port, ae_title="CRYPE_DCM")
+    assert assoc.is_established
+    try:
+        return int(assoc.send_c_store(path).Status)
+    finally:
+        assoc.release()

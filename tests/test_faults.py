@@ -181,22 +181,12 @@ def test_disk_full_refuses_with_a700_keeps_everything_and_recovers(tmp_path, sma
 
 def test_malformed_dataset_is_refused_kept_visible_and_the_service_keeps_running(tmp_path):
     """DCMTK will not send a broken dataset, so pynetdicom streams a crafted file as raw bytes."""
-    from pydicom.uid import generate_uid
     from pynetdicom import AE
 
-    from .studies import CT, template
+    from .studies import unreadable_dataset
 
     good = make_study(tmp_path / "good", count=1).files[0]
-    crafted = tmp_path / "broken.dcm"
-    meta = template(CT).file_meta
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    head = good.read_bytes()[:132]
-    from pydicom.filewriter import write_file_meta_info
-    from pydicom.filebase import DicomBytesIO
-
-    buffer = DicomBytesIO()
-    write_file_meta_info(buffer, meta)
-    crafted.write_bytes(head + buffer.getvalue() + b"\x08\x00\x05\x00CS\xff\xffgarbage that is no dataset")
+    crafted, meta = unreadable_dataset(tmp_path / "broken.dcm")
     port = free_port()
     bridge = HeadlessBridge(_config(tmp_path, port))
     try:

@@ -240,3 +240,28 @@ async def test_tls_settings_are_on_screen_checked_inline_and_used_by_echo(sessio
             await until(pilot, lambda: "failed" in str(result.render()))
     finally:
         scp.stop()
+
+
+async def test_notification_settings_are_on_screen_and_test_mail_reaches_the_server(session, tmp_path):
+    from .smtp import MailServer
+
+    port = free_port()
+    server = MailServer(port)
+    try:
+        app = DicomBridgeApp(session)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await open_settings(pilot)
+            screen = app.screen
+            assert screen.query_one("#notify-smtp-password", Input).password  # typed blind
+            for widget, value in (("notify-smtp-host", "127.0.0.1"), ("notify-smtp-port", str(port)),
+                                  ("notify-smtp-security", "none"), ("notify-recipients", "it@practice.example")):
+                screen.query_one(f"#{widget}", Input).value = value
+            result = screen.query_one("#result", Static)
+            await pilot.press("ctrl+t")
+            await until(pilot, lambda: "test mail sent to it@practice.example" in str(result.render()))
+            assert "test mail" in str(server.next_mail(timeout=10)["Subject"])
+            screen.query_one("#notify-smtp-port", Input).value = str(free_port())
+            await pilot.press("ctrl+t")
+            await until(pilot, lambda: "cannot reach mail server" in str(result.render()))
+    finally:
+        server.stop()

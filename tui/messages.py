@@ -22,3 +22,12 @@ class EchoFinished(Message):
     def __init__(self, result: EchoResult) -> None:
         super().__init__()
         self.result = result
+
+
+class TestMailFinished(Message):
+    """The Settings screen's test mail was handed over, or not (``ok``, and what to show)."""
+
+    def __init__(self, ok: bool, text: str) -> None:
+        super().__init__()
+        self.ok = ok
+        self.text = text

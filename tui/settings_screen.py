@@ -1,4 +1,4 @@
-"""Settings: every setting with inline validation, Save / Reset, and Send DICOM Echo.
+"""Settings: every setting with inline validation, Save / Reset, Send DICOM Echo and Send test mail.
 
 Help texts and rules come from ``bridge.settings.SETTINGS`` (written once, used for the config
 file's comments too). Save writes with tomlkit (comments, order, unknown keys survive) and
@@ -19,19 +19,28 @@ from textual.validation import ValidationResult, Validator
 from textual.widgets import Button, Footer, Header, Input, Label, Static, Switch
 
 from bridge.engine import pacs_target
+from bridge.mail import MailError
+from bridge.notifier import send_test_mail
 from bridge.sender import PacsTarget, echo
-from bridge.settings import (SETTINGS, SettingsError, SettingSpec, file_values, load_settings, save_values,
+from bridge.settings import (SETTINGS, Settings, SettingsError, SettingSpec, file_values, load_settings, save_values,
                              settings_from_values, validate_value)
 
 from .folder_picker import FolderPicker
-from .messages import EchoFinished
+from .messages import EchoFinished, TestMailFinished
 from .status_bar import StatusBar
 
 ECHO_TIMEOUT_SECONDS = 10
+SECTION_TITLES = {"general": "General — storage folder and files", "receive": "Receive — from the PACS (Storage SCP)",
+                  "send": "Send — Outbox_Auto to the PACS (Storage SCU)", "notify": "Notify — e-mail to people"}
 
 
 def widget_id(spec: SettingSpec) -> str:
     return f"{spec.section}-{spec.key}".replace("_", "-")
+
+
+def is_secret(spec: SettingSpec) -> bool:
+    """Passwords are typed blind and never shown (a file name is not a secret)."""
+    return spec.key.endswith("password")
 
 
 def parse(spec: SettingSpec, text: str) -> Any:
@@ -63,19 +72,23 @@ class SettingValidator(Validator):
 
 class SettingsScreen(Screen):
     BINDINGS = [("ctrl+s", "save", "Save"), ("ctrl+r", "reset", "Reset"), ("ctrl+e", "echo", "Echo"),
-                ("ctrl+o", "pick_folder", "Pick folder")]
+                ("ctrl+t", "test_mail", "Test mail"), ("ctrl+o", "pick_folder", "Pick folder")]
 
     def compose(self) -> ComposeResult:
         yield Header()
         with VerticalScroll(id="form"):
+            section = ""
             for spec in SETTINGS:
+                if spec.section != section:
+                    section = spec.section
+                    yield Static(SECTION_TITLES.get(section, section), classes="section-title")
                 with Horizontal(classes="setting-row"):
                     yield Label(spec.name, classes="setting-name")
                     if isinstance(spec.default, bool):
                         yield Switch(id=widget_id(spec))
                     else:
                         yield Input(id=widget_id(spec), validators=[SettingValidator(spec)], compact=True,
-                                    classes="setting-input", tooltip=spec.help)
+                                    classes="setting-input", tooltip=spec.help, password=is_secret(spec))
                     if spec.name == "general.storage_folder":
                         yield Button("Pick…", id="pick-folder", compact=True)
                 yield Static(f"[dim]{escape(spec.help)}[/]", id=f"{widget_id(spec)}-error", classes="setting-help")
@@ -83,6 +96,7 @@ class SettingsScreen(Screen):
             yield Button("Save", id="save", variant="primary", compact=True)
             yield Button("Reset", id="reset", compact=True)
             yield Button("Send DICOM Echo", id="echo", compact=True)
+            yield Button("Send test mail", id="test-mail", compact=True)
         yield Static("", id="result")
         yield StatusBar(id="status")
         yield Footer()
@@ -178,6 +192,26 @@ class SettingsScreen(Screen):
     @work(thread=True, exclusive=True, group="echo", exit_on_error=False)
     def _echo(self, target: PacsTarget) -> None:
         self.post_message(EchoFinished(echo(target)))
+
+    @on(Button.Pressed, "#test-mail")
+    def action_test_mail(self) -> None:
+        try:
+            settings = settings_from_values(self._on_screen())
+        except SettingsError as err:
+            self._say(f"Cannot send a test mail: {err}", error=True)
+            return
+        self._say(f"Sending a test mail via {settings.notify_smtp_host or '?'} …")
+        self._test_mail(settings)
+
+    @work(thread=True, exclusive=True, group="mail", exit_on_error=False)
+    def _test_mail(self, settings: Settings) -> None:
+        try:
+            self.post_message(TestMailFinished(True, send_test_mail(settings)))
+        except MailError as err:
+            self.post_message(TestMailFinished(False, f"Test mail not sent: {err}"))
+
+    def on_test_mail_finished(self, message: TestMailFinished) -> None:
+        self._say(message.text, error=not message.ok)
 
     def on_echo_finished(self, message: EchoFinished) -> None:
         result = message.result
