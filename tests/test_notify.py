@@ -12,9 +12,10 @@ import pytest
 
 from bridge.engine import Engine
 from bridge.events import LogBookEntryAdded, MailQueued, OutboxZipDone
-from bridge.logbook import SERVICE, WARNING
+from bridge.logbook import SERVICE, SUCCESS, WARNING
 
 from .conftest import RunningBridge, free_port, write_config
+from .pacs import StoreSCP
 from .peers import run_storescu
 from .smtp import MailServer, text_of
 from .studies import make_study, send_raw, unreadable_dataset
@@ -133,24 +134,32 @@ def test_a_burst_of_failures_is_one_summary_mail(bridge_settings, smtp_port, mai
 
 def test_mail_server_down_never_blocks_and_the_mail_goes_out_when_it_is_back(bridge_settings, smtp_port,
                                                                               start_bridge, tmp_path):
-    running = start_bridge(notify_settings(bridge_settings, smtp_port))
-    running.engine.notifier.retry_seconds = 0.5
-    _fail_a_zip(running, tmp_path)
-    _wait_for(running, lambda e: isinstance(e, LogBookEntryAdded) and e.status == WARNING and e.action == SERVICE)
-    row = running.engine.logbook.newest()[0]
-    assert "notification mail not sent: cannot reach mail server" in row.detail
-    run_storescu(running.port, [str(f) for f in make_study(tmp_path / "b", count=2).files])
-    running.wait_routed()  # receiving went on while the mail server was down
-    assert len(running.engine.notifier.queued()) == 1  # the mail waits on disk
-    server = MailServer(smtp_port)
+    scp = StoreSCP(tmp_path / "pacs")
     try:
-        mail = server.next_mail()
-        assert "Outbox_Failed" in str(mail["Subject"])
-        _wait_for(running, lambda e: isinstance(e, LogBookEntryAdded) and e.entry is not None
-                  and "delivered again" in e.entry.detail)
-        assert running.engine.notifier.queued() == []
+        running = start_bridge(notify_settings(bridge_settings, smtp_port, send_port=scp.port,
+                                               send_ae_title_receiver=scp.aet))
+        running.engine.notifier.retry_seconds = 0.5
+        crafted, meta = unreadable_dataset(tmp_path / "broken.dcm")
+        assert send_raw(running.port, crafted, meta) == 0xC000  # -> Inbox_Failed -> a mail to send
+        _wait_for(running, lambda e: isinstance(e, LogBookEntryAdded) and e.status == WARNING and e.action == SERVICE)
+        assert "notification mail not sent: cannot reach mail server" in running.engine.logbook.newest()[0].detail
+        run_storescu(running.port, [str(f) for f in make_study(tmp_path / "b", count=2).files])
+        running.wait_routed()  # receiving goes on while the mail server is down
+        outgoing = make_study(tmp_path / "out", count=2).files
+        (running.storage / "Outbox_Auto" / "out.zip").write_bytes(zip_of(outgoing))
+        sent = _wait_for(running, lambda e: isinstance(e, OutboxZipDone))
+        assert sent.status == SUCCESS and len(list(scp.folder.iterdir())) == 2  # and so does sending
+        assert len(running.engine.notifier.queued()) == 1  # the mail waits on disk
+        server = MailServer(smtp_port)
+        try:
+            assert "Inbox_Failed" in str(server.next_mail()["Subject"])
+            _wait_for(running, lambda e: isinstance(e, LogBookEntryAdded) and e.entry is not None
+                      and "delivered again" in e.entry.detail)
+            assert running.engine.notifier.queued() == []
+        finally:
+            server.stop()
     finally:
-        server.stop()
+        scp.stop()
 
 
 def test_queued_mails_survive_a_restart_as_one_digest(bridge_settings, smtp_port, start_bridge, tmp_path):
