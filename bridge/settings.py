@@ -96,20 +96,20 @@ def _list_of(check: Callable[[Any], str]) -> Callable[[Any], list[str]]:
     return check_all
 
 
-def _pem_file(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError("must be the path of a PEM file, or empty")
-    if value and not Path(os.path.expanduser(value)).is_file():
-        raise ValueError("must be the path of an existing PEM file, or empty")
-    return value
+def _existing_file(kind: str) -> Callable[[Any], str]:
+    """An optional file setting: empty, or a file that exists now (checked at Save and at start)."""
+
+    def check(value: Any) -> str:
+        if not isinstance(value, str):
+            raise ValueError(f"must be the path of {kind}, or empty")
+        if value and not Path(os.path.expanduser(value)).is_file():
+            raise ValueError(f"must be the path of an existing {kind.split(' ', 1)[-1]}, or empty")
+        return value
+
+    return check
 
 
-def _existing_file(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError("must be the path of a file, or empty")
-    if value and not Path(os.path.expanduser(value)).is_file():
-        raise ValueError("must be the path of an existing file, or empty")
-    return value
+_pem_file = _existing_file("a PEM file")
 
 
 def _text(limit: int) -> Callable[[Any], str]:
@@ -230,7 +230,7 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "Its password; better: smtp_password_file or the DICOMBRIDGE_SMTP_PASSWORD environment variable.",
                 _text(256)),
     SettingSpec("notify", "smtp_password_file", "",
-                "File holding the mail password (first line), readable by this user only.", _existing_file),
+                "File holding the mail password (first line), readable by this user only.", _existing_file("a file")),
     SettingSpec("notify", "sender", "dicombridge@localhost", "From address of the mails.", _email),
     SettingSpec("notify", "recipients", [], "Who gets the mails, e.g. [\"it@practice.example\"].",
                 _list_of(_email)),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import ssl
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from bridge.logbook import SERVICE, SUCCESS, WARNING
 
 from .conftest import RunningBridge, free_port, write_config
 from .pacs import StoreSCP
-from .peers import run_storescu
+from .peers import PEER_ENV, run_storescu, storescu_args
 from .smtp import MailServer, text_of
 from .studies import make_study, send_raw, unreadable_dataset
 from .test_send import zip_of
@@ -264,3 +265,30 @@ def test_which_rows_are_mailed(bridge_settings):
     assert kind(arrival) is None and kind(arrival, notify_on_arrival=True) == ARRIVAL
     assert kind(LogEntry(action=SEND, status=FAILED), notify_on_failure=False) is None
     assert kind(not_listening, notify_enabled=False) is None
+
+
+def test_a_receiver_that_cannot_listen_is_mailed(bridge_settings, smtp_port, mail_server, tmp_path):
+    from bridge.receiver import ReceiverStartError
+
+    with socket.socket() as squatter:  # another program holds the port
+        squatter.bind(("127.0.0.1", bridge_settings.receive_port))
+        squatter.listen()
+        engine = Engine(notify_settings(bridge_settings, smtp_port, send_enabled=False), bind_address="127.0.0.1")
+        try:
+            with pytest.raises(ReceiverStartError):
+                engine.start()
+            mail = mail_server.next_mail()
+            assert "bridge not working as configured" in str(mail["Subject"])
+            assert f"cannot listen on port {bridge_settings.receive_port}" in text_of(mail)
+        finally:
+            engine.stop(grace_seconds=1)
+
+
+def test_reaching_the_free_space_floor_is_mailed(bridge_settings, smtp_port, mail_server, start_bridge, tmp_path):
+    running = start_bridge(notify_settings(bridge_settings, smtp_port, min_free_mb=1_000_000))  # no disk has 1 TB free here
+    files = [str(f) for f in make_study(tmp_path / "s", count=1).files]
+    result = subprocess.run(storescu_args("CRYPE_DCM", running.port, files), capture_output=True, text=True,
+                            timeout=60, env=PEER_ENV)
+    assert result.returncode != 0 and list(running.engine.layout.spool.rglob("*.dcm")) == []  # refused (0xA700)
+    mail = mail_server.next_mail()
+    assert "receiving needs attention" in str(mail["Subject"]) and "below 1000000 MB" in text_of(mail)
