@@ -59,6 +59,7 @@ class Notifier:
         self._notices: queue.Queue[Notice | None] = queue.Queue()  # None only wakes the thread
         self._server_down = False  # the last delivery failed: wait retry_seconds (or a new event)
         self._server_down_logged = False  # the outage is in the log book (once per outage)
+        self._backlog = False  # queued mails are left from an outage or an earlier run: send as one digest
         self._thread = threading.Thread(target=self._run, name="notifier", daemon=True)
 
     # -- called on any worker's thread --------------------------------------------------------
@@ -81,6 +82,7 @@ class Notifier:
         self._notices.put(None)
 
     def _run(self) -> None:
+        self._backlog = bool(self.queued())  # left by an earlier run
         while not self.stopping.is_set():
             waiting = self.queued()
             if waiting and not self._server_down:
@@ -139,7 +141,7 @@ class Notifier:
         settings = self.settings()
         if not settings.notify_enabled:
             return
-        if len(waiting) > BURST_LIMIT:
+        if len(waiting) > BURST_LIMIT and self._backlog:
             waiting = [self._digest(waiting, settings)]
         for path in waiting:
             message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
@@ -149,6 +151,7 @@ class Notifier:
                 self._went_down(str(err), len(self.queued()))
                 return
             path.unlink()
+        self._backlog = False
         if self._server_down_logged:
             self._server_down_logged = False
             self.logbook.add(LogEntry(action=SERVICE, status=INFO, detail="notification mails are delivered again"))
@@ -168,7 +171,7 @@ class Notifier:
         return digest
 
     def _went_down(self, reason: str, waiting: int) -> None:
-        self._server_down = True
+        self._server_down = self._backlog = True
         log.warning("notification mail not sent: %s", reason)
         if not self._server_down_logged:
             self._server_down_logged = True
