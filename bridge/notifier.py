@@ -124,14 +124,17 @@ class Notifier:
         if notices:
             self.bus.publish(MailQueued(waiting=len(self.queued())))
 
-    def _enqueue(self, data: bytes) -> None:
-        name = f"{time.time_ns()}.eml"
-        temp = self.layout.mail_queue / f".{name}.tmp"
+    def _enqueue(self, data: bytes) -> Path | None:
+        """Write one mail into the queue folder; its path, or None when the disk refused it."""
+        target = self.layout.mail_queue / f"{time.time_ns()}.eml"
+        temp = target.with_name(f".{target.name}.tmp")
         try:
             temp.write_bytes(data)
-            os.replace(temp, self.layout.mail_queue / name)
+            os.replace(temp, target)
         except OSError as err:  # disk full: the log book row is the record
             log.error("cannot queue a notification mail: %s", err)
+            return None
+        return target
 
     def queued(self) -> list[Path]:
         return sorted(self.layout.mail_queue.glob("*.eml"))
@@ -142,7 +145,7 @@ class Notifier:
         if not settings.notify_enabled:
             return
         if len(waiting) > BURST_LIMIT and self._backlog:
-            waiting = [self._digest(waiting, settings)]
+            waiting = self._digest(waiting, settings)
         for path in waiting:
             message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
             try:
@@ -156,19 +159,23 @@ class Notifier:
             self._server_down_logged = False
             self.logbook.add(LogEntry(action=SERVICE, status=INFO, detail="notification mails are delivered again"))
 
-    def _digest(self, waiting: list[Path], settings: Settings) -> Path:
-        """Merge queued mails into one (written before the parts are removed: nothing is lost)."""
+    def _digest(self, waiting: list[Path], settings: Settings) -> list[Path]:
+        """Merge queued mails into one (written before the parts are removed: nothing is lost).
+
+        Returns what to send: the digest, or the parts themselves if it could not be written.
+        """
         parts = []
         for path in waiting:
             message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
             body = message.get_body(("plain",))
             parts.append((str(message["Subject"]), body.get_content() if body is not None else ""))
         subject, text = compose_digest(parts)
-        self._enqueue(new_message(settings, subject, text).as_bytes())
-        digest = self.queued()[-1]
+        digest = self._enqueue(new_message(settings, subject, text).as_bytes())
+        if digest is None:
+            return waiting
         for path in waiting:
             path.unlink(missing_ok=True)
-        return digest
+        return [digest]
 
     def _went_down(self, reason: str, waiting: int) -> None:
         self._server_down = self._backlog = True
