@@ -15,9 +15,9 @@ from bridge.engine import Engine
 from bridge.events import LogBookEntryAdded, MailQueued, OutboxZipDone
 from bridge.logbook import SERVICE, SUCCESS, WARNING
 
-from .conftest import RunningBridge, free_port, write_config
+from .conftest import RunningBridge, free_port, start_running_bridge, write_config
 from .pacs import StoreSCP
-from .peers import PEER_ENV, run_storescu, storescu_args
+from .peers import run_storescu
 from .smtp import MailServer, text_of
 from .studies import make_study, send_raw, unreadable_dataset
 from .test_send import zip_of
@@ -50,11 +50,8 @@ def start_bridge():
     started = []
 
     def start(settings) -> RunningBridge:
-        engine = Engine(settings, bind_address="127.0.0.1")
-        running = RunningBridge(engine=engine, port=settings.receive_port)
-        engine.bus.subscribe(running.events.put)
-        engine.start()
-        started.append(engine)
+        running = start_running_bridge(settings)
+        started.append(running.engine)
         return running
 
     yield start
@@ -62,17 +59,10 @@ def start_bridge():
         engine.stop(grace_seconds=2)
 
 
-def _wait_for(running: RunningBridge, predicate, timeout: float = 60):
-    while True:
-        event = running.events.get(timeout=timeout)  # raises queue.Empty
-        if predicate(event):
-            return event
-
-
 def _fail_a_zip(running: RunningBridge, tmp_path) -> None:
     files = make_study(tmp_path / "outgoing", count=2).files
     (running.storage / "Outbox_Auto" / "outgoing.zip").write_bytes(zip_of(files))
-    _wait_for(running, lambda e: isinstance(e, OutboxZipDone))
+    running.wait_for(lambda e: isinstance(e, OutboxZipDone))
 
 
 def test_failures_are_mailed_one_each_and_successes_are_not(bridge_settings, smtp_port, mail_server,
@@ -125,7 +115,7 @@ def test_a_burst_of_failures_is_one_summary_mail(bridge_settings, smtp_port, mai
     for number in range(6):
         (running.storage / "Outbox_Auto" / f"z{number}.zip").write_bytes(zip_of(files))
     for _ in range(6):
-        _wait_for(running, lambda e: isinstance(e, OutboxZipDone))
+        running.wait_for(lambda e: isinstance(e, OutboxZipDone))
     mail = mail_server.next_mail()
     assert "6 failures" in str(mail["Subject"])
     assert text_of(mail).count("What:        ZIP not sent, in Outbox_Failed") == 6
@@ -142,19 +132,19 @@ def test_mail_server_down_never_blocks_and_the_mail_goes_out_when_it_is_back(bri
         running.engine.notifier.retry_seconds = 0.5
         crafted, meta = unreadable_dataset(tmp_path / "broken.dcm")
         assert send_raw(running.port, crafted, meta) == 0xC000  # -> Inbox_Failed -> a mail to send
-        _wait_for(running, lambda e: isinstance(e, LogBookEntryAdded) and e.status == WARNING and e.action == SERVICE)
+        running.wait_for(lambda e: isinstance(e, LogBookEntryAdded) and e.status == WARNING and e.action == SERVICE)
         assert "notification mail not sent: cannot reach mail server" in running.engine.logbook.newest()[0].detail
         run_storescu(running.port, [str(f) for f in make_study(tmp_path / "b", count=2).files])
         running.wait_routed()  # receiving goes on while the mail server is down
         outgoing = make_study(tmp_path / "out", count=2).files
         (running.storage / "Outbox_Auto" / "out.zip").write_bytes(zip_of(outgoing))
-        sent = _wait_for(running, lambda e: isinstance(e, OutboxZipDone))
+        sent = running.wait_for(lambda e: isinstance(e, OutboxZipDone))
         assert sent.status == SUCCESS and len(list(scp.folder.iterdir())) == 2  # and so does sending
         assert len(running.engine.notifier.queued()) == 1  # the mail waits on disk
         server = MailServer(smtp_port)
         try:
             assert "Inbox_Failed" in str(server.next_mail()["Subject"])
-            _wait_for(running, lambda e: isinstance(e, LogBookEntryAdded) and e.entry is not None
+            running.wait_for(lambda e: isinstance(e, LogBookEntryAdded) and e.entry is not None
                       and "delivered again" in e.entry.detail)
             assert running.engine.notifier.queued() == []
         finally:
@@ -168,7 +158,7 @@ def test_queued_mails_survive_a_restart_as_one_digest(bridge_settings, smtp_port
     running = start_bridge(settings)
     for number in range(4):  # four gathering windows, four queued mails
         _fail_a_zip(running, tmp_path / str(number))
-        queued = _wait_for(running, lambda e: isinstance(e, MailQueued))
+        queued = running.wait_for(lambda e: isinstance(e, MailQueued))
         assert queued.waiting == number + 1
     running.engine.stop(grace_seconds=2)
     assert len(list((running.storage / ".bridge" / "mail").glob("*.eml"))) == 1  # merged at the last try
@@ -196,7 +186,7 @@ def test_password_from_a_file_logs_in_and_is_never_logged(bridge_settings, smtp_
         running.engine.notifier.retry_seconds = 0.5
         password_file.write_text("wrong\n")
         _fail_a_zip(running, tmp_path / "again")
-        _wait_for(running, lambda e: isinstance(e, LogBookEntryAdded) and e.entry is not None
+        running.wait_for(lambda e: isinstance(e, LogBookEntryAdded) and e.entry is not None
                   and "refused the login of 'bridge'" in e.entry.detail)
         logged = running.engine.layout.text_log.read_text() + "".join(
             r.detail for r in running.engine.logbook.newest())
@@ -287,8 +277,27 @@ def test_a_receiver_that_cannot_listen_is_mailed(bridge_settings, smtp_port, mai
 def test_reaching_the_free_space_floor_is_mailed(bridge_settings, smtp_port, mail_server, start_bridge, tmp_path):
     running = start_bridge(notify_settings(bridge_settings, smtp_port, min_free_mb=1_000_000))  # no disk has 1 TB free here
     files = [str(f) for f in make_study(tmp_path / "s", count=1).files]
-    result = subprocess.run(storescu_args("CRYPE_DCM", running.port, files), capture_output=True, text=True,
-                            timeout=60, env=PEER_ENV)
+    result = run_storescu(running.port, files, check=False)
     assert result.returncode != 0 and list(running.engine.layout.spool.rglob("*.dcm")) == []  # refused (0xA700)
     mail = mail_server.next_mail()
     assert "receiving needs attention" in str(mail["Subject"]) and "below 1000000 MB" in text_of(mail)
+
+
+def test_a_digest_that_cannot_be_written_keeps_its_parts(bridge_settings, smtp_port, tmp_path):
+    import threading
+
+    from bridge.events import EventBus
+    from bridge.layout import StorageLayout
+    from bridge.logbook import LogBook
+    from bridge.mail import new_message
+    from bridge.notifier import Notifier
+
+    settings = notify_settings(bridge_settings, smtp_port)
+    layout = StorageLayout(tmp_path / "store")
+    layout.ensure()
+    for number in range(4):
+        (layout.mail_queue / f"{number}.eml").write_bytes(new_message(settings, f"mail {number}", "body").as_bytes())
+    notifier = Notifier(layout, LogBook(layout.logbook_db), EventBus(), lambda: settings, threading.Event())
+    notifier._enqueue = lambda data: None  # the disk refuses the digest
+    parts = notifier.queued()
+    assert notifier._digest(parts, settings) == parts and all(path.exists() for path in parts)
