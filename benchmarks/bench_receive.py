@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from pydicom import dcmread
@@ -66,11 +67,11 @@ def make_ct_study(folder: Path, count: int) -> Path:
     return folder
 
 
-def send(folder: Path, port: int, called: str) -> float:
-    """Seconds for DCMTK storescu to send the folder (association to release)."""
+def send(folder: Path, port: int, called: str, *options: str) -> float:
+    """Seconds for DCMTK storescu to send the folder (association to release); ``options``, e.g. TLS."""
     started = time.perf_counter()
-    subprocess.run([dcmtk("storescu"), "-aec", called, "+sd", "+r", "-R", "127.0.0.1", str(port), str(folder)],
-                   check=True, env=PEER_ENV, capture_output=True, timeout=1800)
+    subprocess.run([dcmtk("storescu"), "-aec", called, *options, "+sd", "+r", "-R", "127.0.0.1", str(port),
+                    str(folder)], check=True, env=PEER_ENV, capture_output=True, timeout=1800)
     return time.perf_counter() - started
 
 
@@ -90,15 +91,20 @@ def bench_storescp(study: Path, work: Path) -> float:
     return send_to_peer([dcmtk("storescp"), "-od", str(out), "-aet", "STORESCP", str(port)], study, port, "STORESCP")
 
 
-def send_to_peer(command: list[str], study: Path, port: int, called: str) -> float:
-    """Start a receiving peer, time the study sent to it, stop the peer."""
+def with_peer(command: list[str], port: int, measure: Callable[[], float]) -> float:
+    """Start a receiving peer listening on ``port``, run ``measure``, stop the peer."""
     proc = subprocess.Popen(command, env=PEER_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(port)
-        return send(study, port, called)
+        return measure()
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+
+
+def send_to_peer(command: list[str], study: Path, port: int, called: str) -> float:
+    """Start a receiving peer, time the study sent to it, stop the peer."""
+    return with_peer(command, port, lambda: send(study, port, called))
 
 
 def bench_orthanc(study: Path, work: Path) -> float | None:

@@ -19,33 +19,22 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_receive import free_port, make_ct_study, wait_port  # noqa: E402
+from benchmarks.bench_receive import free_port, make_ct_study, send, wait_port, with_peer  # noqa: E402
 from tests.conftest import write_config  # noqa: E402
-from tests.peers import PEER_ENV, dcmtk  # noqa: E402
+from tests.peers import dcmtk  # noqa: E402
 from tests.pki import make_pki  # noqa: E402
 
 
-def storescu(study: Path, port: int, called: str, tls: tuple[str, ...]) -> float:
-    started = time.perf_counter()
-    subprocess.run([dcmtk("storescu"), "-aec", called, *tls, "+sd", "+r", "-R", "127.0.0.1", str(port), str(study)],
-                   check=True, env=PEER_ENV, capture_output=True, timeout=1800)
-    return time.perf_counter() - started
-
-
-def with_storescp(work: Path, tls: tuple[str, ...], action) -> float:  # noqa: ANN001 - callable(port)
+def with_storescp(work: Path, tls: tuple[str, ...], measure: Callable[[int], float]) -> float:
+    """DCMTK storescp (writing files, as in bench_receive) around one measurement given its port."""
     port, out = free_port(), Path(tempfile.mkdtemp(dir=work))
-    proc = subprocess.Popen([dcmtk("storescp"), *tls, "-aet", "STORESCP", "-od", str(out), str(port)],
-                            env=PEER_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_port(port)
-        return action(port)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+    return with_peer([dcmtk("storescp"), *tls, "-aet", "STORESCP", "-od", str(out), str(port)], port,
+                     lambda: measure(port))
 
 
 def bridge_receive(study: Path, work: Path, client_tls: tuple[str, ...], **tls_settings: str) -> float:
@@ -56,7 +45,7 @@ def bridge_receive(study: Path, work: Path, client_tls: tuple[str, ...], **tls_s
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     try:
         wait_port(port)
-        return storescu(study, port, "CRYPE_DCM", client_tls)
+        return send(study, port, "CRYPE_DCM", *client_tls)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
@@ -90,11 +79,11 @@ def main() -> int:
         runs: dict[str, list[float]] = {}
         for _ in range(args.repeats):  # alternate, so drift hits every variant alike
             for name, measure in {
-                "receive plain: storescu -> storescp": lambda: with_storescp(work, (), lambda p: storescu(study, p, "STORESCP", ())),
+                "receive plain: storescu -> storescp": lambda: with_storescp(work, (), lambda p: send(study, p, "STORESCP")),
                 "receive plain: storescu -> bridge": lambda: bridge_receive(study, work, ()),
-                "receive TLS: storescu -> storescp": lambda: with_storescp(work, server, lambda p: storescu(study, p, "STORESCP", client)),
+                "receive TLS: storescu -> storescp": lambda: with_storescp(work, server, lambda p: send(study, p, "STORESCP", *client)),
                 "receive TLS: storescu -> bridge": lambda: bridge_receive(study, work, client, **receive_tls),
-                "send TLS: storescu -> storescp": lambda: with_storescp(work, server, lambda p: storescu(study, p, "STORESCP", client)),
+                "send TLS: storescu -> storescp": lambda: with_storescp(work, server, lambda p: send(study, p, "STORESCP", *client)),
                 "send TLS: dicombridge send -> storescp": lambda: with_storescp(work, server, lambda p: bridge_send(study, work, p, **send_tls)),
                 "send plain: dicombridge send -> storescp": lambda: with_storescp(work, (), lambda p: bridge_send(study, work, p)),
             }.items():

@@ -82,25 +82,19 @@ class Engine:
         if not self.settings.receive_enabled:
             return
         try:
-            ssl_context = receive_tls_context(self.settings)
-        except TlsSetupError as err:  # a file changed since the settings were checked
-            self.receiver_error = f"cannot start the receiver: {err}"
+            receiver = Receiver(
+                layout=self.layout, aggregator=self.aggregator, logbook=self.logbook, bus=self.bus,
+                ae_title=self.settings.receive_ae_title, port=self.settings.receive_port,
+                min_free_mb=self.settings.min_free_mb, bind_address=self._bind_address,
+                allowed_calling_ae_titles=self.settings.allowed_calling_ae_titles,
+                allowed_hosts=self.settings.allowed_hosts, check_called_ae_title=self.settings.check_called_ae_title,
+                ssl_context=receive_tls_context(self.settings),  # files may have changed since the settings' check
+            )
+            receiver.start()
+        except (ReceiverStartError, TlsSetupError) as err:
+            self.receiver_error = str(err) if isinstance(err, ReceiverStartError) else f"cannot start the receiver: {err}"
             self.logbook.add(LogEntry(action=SERVICE, status=FAILED, detail=self.receiver_error))
             raise ReceiverStartError(self.receiver_error) from None
-        receiver = Receiver(
-            layout=self.layout, aggregator=self.aggregator, logbook=self.logbook, bus=self.bus,
-            ae_title=self.settings.receive_ae_title, port=self.settings.receive_port,
-            min_free_mb=self.settings.min_free_mb, bind_address=self._bind_address,
-            allowed_calling_ae_titles=self.settings.allowed_calling_ae_titles,
-            allowed_hosts=self.settings.allowed_hosts, check_called_ae_title=self.settings.check_called_ae_title,
-            ssl_context=ssl_context,
-        )
-        try:
-            receiver.start()
-        except ReceiverStartError as err:
-            self.receiver_error = str(err)
-            self.logbook.add(LogEntry(action=SERVICE, status=FAILED, detail=str(err)))
-            raise
         self.receiver = receiver
 
     def _start_outbox(self) -> None:

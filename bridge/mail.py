@@ -31,7 +31,7 @@ def smtp_password(settings: Settings) -> str:
     if settings.notify_smtp_password_file:
         path = Path(settings.notify_smtp_password_file).expanduser()
         try:
-            return path.read_text(encoding="utf-8").splitlines()[0] if path.stat().st_size else ""
+            return next(iter(path.read_text(encoding="utf-8").splitlines()), "")  # first line; empty file: ""
         except (OSError, UnicodeDecodeError) as err:
             raise MailError(f"cannot read notify.smtp_password_file {path}: {getattr(err, 'strerror', None) or err}")
     return settings.notify_smtp_password

@@ -11,7 +11,6 @@ can retry the files not yet delivered; a failure status for an image is final.
 from __future__ import annotations
 
 import logging
-import socket
 import ssl
 import threading
 import time
@@ -25,7 +24,7 @@ from pynetdicom import AE, _config
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from .net import NAGLE_OFF
-from .tls import probe_handshake
+from .tls import probe_connection
 
 log = logging.getLogger(__name__)
 
@@ -109,14 +108,9 @@ def _describe_failed_association(assoc, target: PacsTarget) -> str:  # noqa: ANN
     """Why an association did not come up, in words an admin can act on."""
     if assoc.is_rejected:
         return "the PACS rejected the association (check the AE titles in the settings)"
-    if target.tls is not None:
-        problem = probe_handshake(target.tls, target.host, target.port, min(target.timeout_seconds, 5))
-        return problem or "the PACS aborted the association"
-    try:  # pynetdicom reports a refused connection as an abort: look again, once
-        socket.create_connection((target.host, target.port), timeout=min(target.timeout_seconds, 5)).close()
-    except OSError as err:
-        return f"no connection to the PACS at {target.host}:{target.port} ({err.strerror or err})"
-    return "the PACS aborted the association"
+    # pynetdicom reports a refused connection or a failed TLS handshake as an abort: look again, once
+    problem = probe_connection(target.tls, target.host, target.port, min(target.timeout_seconds, 5))
+    return problem or "the PACS aborted the association"
 
 
 def _is_stored(status: int) -> bool:

@@ -381,13 +381,17 @@ def send_tls_context(settings: Settings) -> ssl.SSLContext | None:
     return client_context(settings.send_tls, settings.send_tls_ca, settings.send_tls_cert, settings.send_tls_key)
 
 
-def settings_from_values(values: dict[str, Any]) -> Settings:
-    """Settings from flat ``section.key`` values (as on the Settings screen)."""
-    nested: dict[str, dict[str, Any]] = {}
+def _nest(values: dict[str, Any], into: dict[str, Any]) -> dict[str, Any]:
+    """Put flat ``section.key`` values into a sections mapping (as the TOML file has them)."""
     for name, value in values.items():
         section, key = name.split(".", 1)
-        nested.setdefault(section, {})[key] = value
-    return settings_from_mapping(nested)
+        into.setdefault(section, {})[key] = value
+    return into
+
+
+def settings_from_values(values: dict[str, Any]) -> Settings:
+    """Settings from flat ``section.key`` values (as on the Settings screen)."""
+    return settings_from_mapping(_nest(values, {}))
 
 
 def default_config_path() -> Path:
@@ -400,7 +404,7 @@ def default_document() -> tomlkit.TOMLDocument:
     doc = tomlkit.document()
     doc.add(tomlkit.comment("DicomBridge settings. Edit here or in the terminal UI (Settings)."))
     doc.add(tomlkit.comment("Changes are validated; an invalid value is refused with a message."))
-    for section_name in ("general", "receive", "send", "notify"):
+    for section_name in dict.fromkeys(spec.section for spec in SETTINGS):  # in schema order
         table = tomlkit.table()
         for spec in SETTINGS:
             if spec.section != section_name:
@@ -436,11 +440,7 @@ def save_values(path: Path, changes: dict[str, Any]) -> Settings:
     Nothing is written if any value is invalid, so the file always holds good settings.
     """
     document = tomlkit.parse(path.read_text(encoding="utf-8")) if path.exists() else default_document()
-    merged = document.unwrap()
-    for name, value in changes.items():
-        section, key = name.split(".", 1)
-        merged.setdefault(section, {})[key] = value
-    settings = settings_from_mapping(merged, source=path)
+    settings = settings_from_mapping(_nest(changes, document.unwrap()), source=path)
     for name, value in changes.items():
         section, key = name.split(".", 1)
         if section not in document:

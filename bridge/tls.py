@@ -160,13 +160,14 @@ def finish_server_handshake(event: evt.Event, on_failure: Callable[[str, str], N
         transport.close()
 
 
-def probe_handshake(context: ssl.SSLContext, host: str, port: int, timeout: float) -> str | None:
-    """Try a TLS handshake with the PACS; None when it works, else why not (for messages)."""
+def probe_connection(context: ssl.SSLContext | None, host: str, port: int, timeout: float) -> str | None:
+    """Connect to the PACS (and shake hands, with a TLS context); None when that works, else why not."""
     try:
         with socket.create_connection((host, port), timeout=timeout) as raw:
-            with context.wrap_socket(raw, server_hostname=host):
-                return None
+            if context is not None:
+                context.wrap_socket(raw, server_hostname=host).close()
     except ssl.SSLError as err:
         return explain_handshake_error(err, f"{host}:{port}", we_are_server=False)
     except OSError as err:
         return f"no connection to the PACS at {host}:{port} ({err.strerror or err})"
+    return None

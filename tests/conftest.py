@@ -6,7 +6,7 @@ import queue
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, cast
 
 import pytest
 import tomlkit
@@ -44,14 +44,16 @@ class RunningBridge:
     def storage(self) -> Path:
         return self.engine.layout.root
 
+    def wait_for(self, matches: Callable[[BridgeEvent], bool], timeout: float = 60) -> BridgeEvent:
+        """Block until an event that ``matches`` comes (earlier ones are dropped)."""
+        while True:
+            event = self.events.get(timeout=timeout)  # raises queue.Empty after timeout
+            if matches(event):
+                return event
+
     def wait_routed(self, count: int = 1, timeout: float = 60) -> list[StudyRouted]:
         """Block until ``count`` studies left the spool (ZIP or failed folder)."""
-        routed: list[StudyRouted] = []
-        while len(routed) < count:
-            event = self.events.get(timeout=timeout)  # raises queue.Empty after timeout
-            if isinstance(event, StudyRouted):
-                routed.append(event)
-        return routed
+        return [cast(StudyRouted, self.wait_for(lambda e: isinstance(e, StudyRouted), timeout)) for _ in range(count)]
 
     def zips(self, inbox: str) -> list[Path]:
         return sorted((self.storage / inbox).glob("*.zip"))
@@ -65,13 +67,19 @@ def bridge_settings(tmp_path: Path) -> Settings:
     return load_settings(config)
 
 
-@pytest.fixture
-def running_bridge(bridge_settings: Settings) -> Iterator[RunningBridge]:
-    engine = Engine(bridge_settings, bind_address="127.0.0.1")
-    running = RunningBridge(engine=engine, port=bridge_settings.receive_port)
+def start_running_bridge(settings: Settings) -> RunningBridge:
+    """An Engine on loopback with every event collected from before its start."""
+    engine = Engine(settings, bind_address="127.0.0.1")
+    running = RunningBridge(engine=engine, port=settings.receive_port)
     engine.bus.subscribe(running.events.put)
     engine.start()
+    return running
+
+
+@pytest.fixture
+def running_bridge(bridge_settings: Settings) -> Iterator[RunningBridge]:
+    running = start_running_bridge(bridge_settings)
     try:
         yield running
     finally:
-        engine.stop(grace_seconds=5)
+        running.engine.stop(grace_seconds=5)

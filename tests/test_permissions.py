@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
 from dataclasses import replace
 
 from bridge.engine import Engine
 from bridge.logbook import WARNING
 from bridge.settings import load_settings
 
-from .conftest import RunningBridge
-from .peers import PEER_ENV, storescu_args
+from .conftest import start_running_bridge
+from .peers import run_storescu
 from .studies import make_study
 
 
@@ -21,16 +20,10 @@ def _mode(path) -> int:
 
 
 def _receive_one_study(settings, tmp_path) -> tuple[Engine, list]:
-    engine = Engine(settings, bind_address="127.0.0.1")
-    running = RunningBridge(engine=engine, port=settings.receive_port)
-    engine.bus.subscribe(running.events.put)
-    engine.start()
-    files = [str(f) for f in make_study(tmp_path / "s", count=2).files]
-    result = subprocess.run(storescu_args("CRYPE_DCM", settings.receive_port, files), capture_output=True,
-                            text=True, timeout=60, env=PEER_ENV)
-    assert result.returncode == 0, result.stderr
+    running = start_running_bridge(settings)
+    run_storescu(settings.receive_port, [str(f) for f in make_study(tmp_path / "s", count=2).files])
     running.wait_routed()
-    return engine, running.zips("Inbox_Manual") + running.zips("Inbox_Auto")
+    return running.engine, running.zips("Inbox_Manual") + running.zips("Inbox_Auto")
 
 
 def test_everything_the_bridge_creates_is_owner_only(bridge_settings, tmp_path):

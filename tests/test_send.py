@@ -267,7 +267,7 @@ def test_zip_claimed_before_a_crash_is_sent_after_the_restart(bridge_settings, o
     assert list(bridge.layout.outbox_work.iterdir()) == []
 
 
-def _echo(config: Path) -> subprocess.CompletedProcess[str]:
+def echo_command(config: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "bridge.cli", "echo", "--config", str(config)],
                           capture_output=True, text=True, timeout=120)
 
@@ -275,11 +275,11 @@ def _echo(config: Path) -> subprocess.CompletedProcess[str]:
 def test_echo_command_against_orthanc_and_a_closed_port(orthanc, tmp_path):
     good = write_config(tmp_path / "good.toml", send__host="127.0.0.1", send__port=orthanc.port,
                         send__ae_title_receiver=orthanc.aet)
-    result = _echo(good)
+    result = echo_command(good)
     assert result.returncode == 0, result.stderr
     assert "succeeded" in result.stdout and " ms)" in result.stdout
     closed = write_config(tmp_path / "closed.toml", send__host="127.0.0.1", send__port=free_port())
-    result = _echo(closed)
+    result = echo_command(closed)
     assert result.returncode != 0
     assert "no connection to the PACS" in result.stderr
 

@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
-import queue
 import socket
 import subprocess
-import sys
 from dataclasses import replace
 
 import pytest
 from pydicom import dcmread
 
-from bridge.engine import Engine
-from bridge.events import StudyRouted
 from bridge.logbook import SUCCESS, WARNING
 from bridge.settings import SettingsError, load_settings
 
-from .conftest import write_config
+from .conftest import start_running_bridge, write_config
 from .pacs import StoreSCP
-from .peers import PEER_ENV, dcmtk
+from .peers import PEER_ENV, storescu_args
 from .pki import make_pki
 from .studies import make_study
-from .test_send import SendingBridge, sending_settings, zip_of
+from .test_send import SendingBridge, echo_command, sending_settings, zip_of
 
 
 @pytest.fixture(scope="module")
@@ -31,66 +27,54 @@ def pki(tmp_path_factory):
 
 @pytest.fixture
 def tls_bridge(bridge_settings, pki):
-    settings = replace(bridge_settings, receive_tls_cert=str(pki.server.cert), receive_tls_key=str(pki.server.key),
-                       receive_tls_ca=str(pki.ca))
-    engine = Engine(settings, bind_address="127.0.0.1")
-    events: queue.Queue = queue.Queue()
-    engine.bus.subscribe(events.put)
-    engine.start()
-    engine.events = events  # type: ignore[attr-defined]
-    yield engine
-    engine.stop(grace_seconds=2)
+    running = start_running_bridge(replace(bridge_settings, receive_tls_cert=str(pki.server.cert),
+                                           receive_tls_key=str(pki.server.key), receive_tls_ca=str(pki.ca)))
+    yield running
+    running.engine.stop(grace_seconds=2)
 
 
 def _storescu(port: int, files, *tls_args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([dcmtk("storescu"), "-aet", "MODALITY", "-aec", "CRYPE_DCM", *tls_args, "127.0.0.1",
-                           str(port), *map(str, files)], capture_output=True, text=True, timeout=60, env=PEER_ENV)
+    return subprocess.run(storescu_args("CRYPE_DCM", port, [str(f) for f in files], *tls_args), capture_output=True,
+                          text=True, timeout=60, env=PEER_ENV)
 
 
 def _client_tls(pki) -> tuple[str, ...]:
     return ("+tls", str(pki.client.key), str(pki.client.cert), "+cf", str(pki.ca))
 
 
-def _wait_routed(engine, timeout: float = 60) -> StudyRouted:
-    while True:
-        event = engine.events.get(timeout=timeout)  # raises queue.Empty: nothing arrived
-        if isinstance(event, StudyRouted):
-            return event
-
-
-def _warnings(engine) -> list[str]:
-    return [row.detail for row in engine.logbook.newest() if row.status == WARNING]
+def _warnings(running) -> list[str]:
+    return [row.detail for row in running.engine.logbook.newest() if row.status == WARNING]
 
 
 def test_storescu_over_tls_delivers_a_study(tls_bridge, pki, tmp_path):
     study = make_study(tmp_path / "s", count=3)
-    result = _storescu(tls_bridge.settings.receive_port, study.files, *_client_tls(pki))
+    result = _storescu(tls_bridge.port, study.files, *_client_tls(pki))
     assert result.returncode == 0, result.stderr
-    routed = _wait_routed(tls_bridge)
+    (routed,) = tls_bridge.wait_routed()
     assert routed.status == SUCCESS and routed.target.endswith(".zip")
-    assert "over TLS" in tls_bridge.logbook.newest()[-1].detail  # the start row says how it listens
+    assert "over TLS" in tls_bridge.engine.logbook.newest()[-1].detail  # the start row says how it listens
 
 
 def test_plain_dicom_to_the_tls_port_is_refused_and_logged(tls_bridge, pki, tmp_path):
     files = make_study(tmp_path / "s", count=1).files
-    plain = _storescu(tls_bridge.settings.receive_port, files)
+    plain = _storescu(tls_bridge.port, files)
     assert plain.returncode != 0
     assert any("plain DICOM to the TLS port" in w for w in _warnings(tls_bridge)), _warnings(tls_bridge)
-    assert list(tls_bridge.layout.spool.rglob("*.dcm")) == []
-    assert _storescu(tls_bridge.settings.receive_port, files, *_client_tls(pki)).returncode == 0  # still serving
+    assert list(tls_bridge.engine.layout.spool.rglob("*.dcm")) == []
+    assert _storescu(tls_bridge.port, files, *_client_tls(pki)).returncode == 0  # still serving
 
 
 def test_a_sender_without_a_client_certificate_is_refused(tls_bridge, pki, tmp_path):
     files = make_study(tmp_path / "s", count=1).files
-    anonymous = _storescu(tls_bridge.settings.receive_port, files, "+tla", "+cf", str(pki.ca))
+    anonymous = _storescu(tls_bridge.port, files, "+tla", "+cf", str(pki.ca))
     assert anonymous.returncode != 0
     assert any("presented no client certificate" in w for w in _warnings(tls_bridge)), _warnings(tls_bridge)
-    assert list(tls_bridge.layout.spool.rglob("*.dcm")) == []
+    assert list(tls_bridge.engine.layout.spool.rglob("*.dcm")) == []
 
 
 def test_a_sender_that_does_not_trust_our_certificate_is_told_apart(tls_bridge, pki, tmp_path):
     files = make_study(tmp_path / "s", count=1).files
-    distrustful = _storescu(tls_bridge.settings.receive_port, files, "+tls", str(pki.client.key), str(pki.client.cert),
+    distrustful = _storescu(tls_bridge.port, files, "+tls", str(pki.client.key), str(pki.client.cert),
                             "+cf", str(pki.other_ca))
     assert distrustful.returncode != 0 and "certificate verify failed" in distrustful.stderr
     assert any("does not trust our certificate" in w for w in _warnings(tls_bridge)), _warnings(tls_bridge)
@@ -99,10 +83,8 @@ def test_a_sender_that_does_not_trust_our_certificate_is_told_apart(tls_bridge, 
 def test_a_silent_client_does_not_block_other_senders(tls_bridge, pki, tmp_path):
     """The handshake runs on the connection's thread, not in the listener's accept loop."""
     files = make_study(tmp_path / "s", count=1).files
-    with socket.create_connection(("127.0.0.1", tls_bridge.settings.receive_port), timeout=10):
-        result = subprocess.run([dcmtk("storescu"), "-to", "10", "-aet", "MODALITY", *_client_tls(pki),
-                                 "127.0.0.1", str(tls_bridge.settings.receive_port), *map(str, files)],
-                                capture_output=True, text=True, timeout=30, env=PEER_ENV)
+    with socket.create_connection(("127.0.0.1", tls_bridge.port), timeout=10):
+        result = _storescu(tls_bridge.port, files, "-to", "10", *_client_tls(pki))
     assert result.returncode == 0, result.stderr
 
 
@@ -130,20 +112,15 @@ def test_outbox_sends_over_tls_to_dcmtk_storescp(bridge_settings, pki, tls_store
         bridge.engine.stop(grace_seconds=2)
 
 
-def _echo(config) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bridge.cli", "echo", "--config", str(config)],
-                          capture_output=True, text=True, timeout=120)
-
-
 def test_echo_checks_the_pacs_certificate(pki, tls_storescp, tmp_path):
     common = dict(send__host="127.0.0.1", send__port=tls_storescp.port, send__ae_title_receiver=tls_storescp.aet,
                   send__tls=True, send__tls_cert=str(pki.client.cert), send__tls_key=str(pki.client.key))
-    trusted = _echo(write_config(tmp_path / "ok.toml", send__tls_ca=str(pki.ca), **common))
+    trusted = echo_command(write_config(tmp_path / "ok.toml", send__tls_ca=str(pki.ca), **common))
     assert trusted.returncode == 0, trusted.stderr
-    untrusted = _echo(write_config(tmp_path / "bad.toml", send__tls_ca=str(pki.other_ca), **common))
+    untrusted = echo_command(write_config(tmp_path / "bad.toml", send__tls_ca=str(pki.other_ca), **common))
     assert untrusted.returncode != 0
     assert "TLS handshake" in untrusted.stderr and "certificate verify failed" in untrusted.stderr
-    plain = _echo(write_config(tmp_path / "plain.toml", **{**common, "send__tls": False}))
+    plain = echo_command(write_config(tmp_path / "plain.toml", **{**common, "send__tls": False}))
     assert plain.returncode != 0
 
 
@@ -164,10 +141,10 @@ def test_tls_settings_that_do_not_fit_are_refused_with_the_file_named(pki, tmp_p
 
 def test_no_key_material_reaches_the_logs(tls_bridge, pki, tmp_path):
     files = make_study(tmp_path / "s", count=1).files
-    _storescu(tls_bridge.settings.receive_port, files)  # a refused plain sender: an error path is logged too
-    assert _storescu(tls_bridge.settings.receive_port, files, *_client_tls(pki)).returncode == 0
-    _wait_routed(tls_bridge)
+    _storescu(tls_bridge.port, files)  # a refused plain sender: an error path is logged too
+    assert _storescu(tls_bridge.port, files, *_client_tls(pki)).returncode == 0
+    tls_bridge.wait_routed()
     key_lines = [line for line in pki.server.key.read_text().splitlines() if line and "-----" not in line]
-    logged = tls_bridge.layout.text_log.read_text() + "\n".join(
-        f"{row.detail} {row.target}" for row in tls_bridge.logbook.newest())
+    logged = tls_bridge.engine.layout.text_log.read_text() + "\n".join(
+        f"{row.detail} {row.target}" for row in tls_bridge.engine.logbook.newest())
     assert "PRIVATE KEY" not in logged and not [line for line in key_lines if line in logged]
