@@ -150,10 +150,11 @@ async def test_echo_reports_success_and_failure_and_the_ui_stays_responsive(sess
             screen.query_one("#send-port", Input).value = str(silent.getsockname()[1])
             await pilot.press("ctrl+e")
             await pilot.pause()
-            started = time.monotonic()
             await pilot.press("f2")  # the UI answers while the echo waits on its worker thread
             await pilot.pause()
-            assert app.current_mode == "logbook" and time.monotonic() - started < 2
+            # Had the echo blocked the UI, its failure would be on screen before F2 was handled.
+            assert app.current_mode == "logbook"
+            assert str(result.render()).endswith("…"), result.render()
     finally:
         silent.close()
         scp.stop()
