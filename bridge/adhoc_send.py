@@ -14,11 +14,11 @@ import zipfile
 from pathlib import Path
 from typing import Callable
 
-from .engine import pacs_target
 from .header_scan import file_meta_from_head
 from .layout import StorageLayout
 from .logbook import FAILED, SEND, SUCCESS, WARNING, LogBook, LogEntry
 from .outbox import study_columns
+from .pacs import send_options
 from .safe_unzip import HEAD_BYTES, ZipRejected, ZipUnpacker
 from .sender import FileMeta, SendReport, TransientSendError, send_with_retries
 from .settings import Settings
@@ -56,9 +56,10 @@ def _send(settings: Settings, metas: list[FileMeta], progress: Progress) -> Send
         time.sleep(seconds)
         return False
 
-    return send_with_retries(pacs_target(settings), metas, SendReport(), retries=settings.send_retries,
-                             retry_delay_seconds=settings.send_retry_delay_seconds,
-                             parallel=settings.send_parallel_associations, wait=count, pause=pause)
+    options = send_options(settings)
+    return send_with_retries(options.target, metas, SendReport(), retries=options.retries,
+                             retry_delay_seconds=options.retry_delay_seconds,
+                             parallel=options.parallel_associations, wait=count, pause=pause)
 
 
 def send_path(path: Path, settings: Settings, progress: Progress) -> tuple[SendReport, list[str], int]:

@@ -87,7 +87,7 @@ def run_service(action: str, config_path: Path, user: str | None, unit_dir: Path
 
 def run_echo(settings) -> int:  # noqa: ANN001 - Settings
     """``dicombridge echo``: exit 0 when the PACS answers C-ECHO, 1 otherwise."""
-    from .engine import pacs_target
+    from .pacs import pacs_target
     from .sender import echo
 
     if not settings.send_host:

@@ -16,14 +16,14 @@ from .aggregator import Aggregator, PendingStudy
 from .events import BridgeStatus, EventBus, PendingInfo, StudyRouted
 from .janitor import Janitor
 from .layout import StorageLayout
-from .outbox import Outbox, SendSettings
+from .outbox import Outbox
+from .pacs import send_options
 from .notifier import Notifier
 from .ownership import FolderOwnership
 from .permissions import restrict_storage, use_private_umask
 from .logbook import FAILED, RECEIVE, SERVICE, SUCCESS, WARNING, INFO, LogBook, LogEntry
 from .receiver import Receiver, ReceiverStartError, clear_incoming
-from .sender import NETWORK_TIMEOUT_SECONDS, PacsTarget
-from .settings import Settings, receive_tls_context, send_tls_context
+from .settings import SETTINGS, Settings, receive_tls_context
 from .textlog import setup_text_log
 from .tls import TlsSetupError
 from .zipper import Zipper, ZippingAborted, is_transient, study_log_fields
@@ -50,7 +50,7 @@ class Engine:
         self.stopping = threading.Event()
         self.notifier = Notifier(self.layout, self.logbook, self.bus, lambda: self.settings, self.stopping)
         self.bus.subscribe(self.notifier.consider)
-        self.aggregator = Aggregator(self.layout.spool, settings.timeout_seconds)
+        self.aggregator = Aggregator(self.layout.spool, settings.receive_timeout_seconds)
         self.zipper = Zipper(self.layout, settings.crid_tag, self.stopping)
         self.receiver: Receiver | None = None
         self.receiver_error = ""
@@ -84,10 +84,7 @@ class Engine:
         try:
             receiver = Receiver(
                 layout=self.layout, aggregator=self.aggregator, logbook=self.logbook, bus=self.bus,
-                ae_title=self.settings.receive_ae_title, port=self.settings.receive_port,
-                min_free_mb=self.settings.min_free_mb, bind_address=self._bind_address,
-                allowed_calling_ae_titles=self.settings.allowed_calling_ae_titles,
-                allowed_hosts=self.settings.allowed_hosts, check_called_ae_title=self.settings.check_called_ae_title,
+                settings=lambda: self.settings, bind_address=self._bind_address,
                 ssl_context=receive_tls_context(self.settings),  # files may have changed since the settings' check
             )
             receiver.start()
@@ -99,18 +96,18 @@ class Engine:
 
     def _start_outbox(self) -> None:
         if self.settings.send_enabled and self.settings.send_host and self.outbox is None:
-            self.outbox = Outbox(self.layout, self.logbook, self.bus, self.send_settings, self.stopping)
+            self.outbox = Outbox(self.layout, self.logbook, self.bus, lambda: send_options(self.settings),
+                                 self.stopping)
             self.outbox.start()
 
     def apply_settings(self, new: Settings) -> str:
         """Put saved settings in force without a restart; returns what could not be applied."""
         old, self.settings = self.settings, new
-        self.aggregator.timeout_seconds = new.timeout_seconds
+        self.aggregator.timeout_seconds = new.receive_timeout_seconds
         self.aggregator.wake()
         self.zipper.crid_tag = new.crid_tag
-        receiving = ("receive_enabled", "receive_port", "receive_ae_title", "min_free_mb", "allowed_calling_ae_titles",
-                     "allowed_hosts", "check_called_ae_title", "receive_tls_cert", "receive_tls_key", "receive_tls_ca")
-        if any(getattr(old, name) != getattr(new, name) for name in receiving) or self.receiver_error:
+        if any(getattr(old, spec.field) != getattr(new, spec.field) for spec in SETTINGS if spec.restarts_receiver) \
+                or self.receiver_error:
             if self.receiver is not None:
                 self.receiver.stop(grace_seconds=5)
                 self.receiver = None
@@ -145,12 +142,6 @@ class Engine:
         logging.getLogger("bridge").removeHandler(self._log_handler)
         self._log_handler.close()
         self.ownership.release()
-
-    def send_settings(self) -> SendSettings:
-        """The sender's view of the settings in force (read again for every ZIP)."""
-        return SendSettings(target=pacs_target(self.settings), retries=self.settings.send_retries,
-                            retry_delay_seconds=self.settings.send_retry_delay_seconds,
-                            parallel_associations=self.settings.send_parallel_associations)
 
     def _start_detail(self) -> str:
         s = self.settings
@@ -239,13 +230,6 @@ class Engine:
             receiver_error=self.receiver_error if self.settings.receive_enabled else "receiving is disabled",
             pending=pending, outbox_waiting=outbox_waiting(self.layout), owner_pid=None,
         )
-
-
-def pacs_target(settings: Settings, timeout_seconds: float = NETWORK_TIMEOUT_SECONDS) -> PacsTarget:
-    """The PACS named in the settings, for sending and for C-ECHO."""
-    return PacsTarget(host=settings.send_host, port=settings.send_port,
-                      called_ae=settings.send_ae_title_receiver, calling_ae=settings.send_ae_title_sender,
-                      timeout_seconds=timeout_seconds, tls=send_tls_context(settings))
 
 
 def outbox_waiting(layout: StorageLayout) -> int:

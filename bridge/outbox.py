@@ -29,7 +29,8 @@ from .layout import StorageLayout, fsync_path
 from .logbook import FAILED, SEND, SUCCESS, WARNING, LogBook, LogEntry
 from .naming import log_columns, modality_field
 from .safe_unzip import ReadyFiles, ZipRejected, ZipUnpacker
-from .sender import FileMeta, PacsTarget, SendingInterrupted, SendReport, TransientSendError, send_with_retries
+from .pacs import SendSettings
+from .sender import FileMeta, SendingInterrupted, SendReport, TransientSendError, send_with_retries
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +80,6 @@ class CompletenessTracker:
                 invalid.append(path)
                 del self._seen[path]
         return ready, invalid
-
-
-@dataclass
-class SendSettings:
-    target: PacsTarget
-    retries: int
-    retry_delay_seconds: float
-    parallel_associations: int = 1
 
 
 class Outbox:

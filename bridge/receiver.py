@@ -20,6 +20,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from pynetdicom import AE, _config, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
@@ -30,6 +31,7 @@ from .instance import read_study_uid
 from .layout import StorageLayout, free_megabytes
 from .logbook import FAILED, RECEIVE, WARNING, LogBook, LogEntry
 from .net import NAGLE_OFF
+from .settings import Settings
 from .tls import finish_server_handshake
 
 log = logging.getLogger(__name__)
@@ -80,20 +82,22 @@ class Receiver:
     """Owns the pynetdicom AE and its listening socket."""
 
     def __init__(self, *, layout: StorageLayout, aggregator: Aggregator, logbook: LogBook, bus: EventBus,
-                 ae_title: str, port: int, min_free_mb: int, bind_address: str = "",
-                 allowed_calling_ae_titles: tuple[str, ...] = (), allowed_hosts: tuple[str, ...] = (),
-                 check_called_ae_title: bool = False, ssl_context: ssl.SSLContext | None = None) -> None:
+                 settings: Callable[[], Settings], bind_address: str = "",
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        """``settings`` returns the settings in force: the listener's are read at :meth:`start`
+        (changing one re-opens it), the rest (free-space floor) at every image."""
         self.layout = layout
         self.aggregator = aggregator
         self.logbook = logbook
         self.bus = bus
-        self.ae_title = ae_title
-        self.port = port
-        self.min_free_mb = min_free_mb
+        self.settings = settings
+        at_start = settings()
+        self.ae_title = at_start.receive_ae_title
+        self.port = at_start.receive_port
         self.bind_address = bind_address
-        self.allowed_calling_ae_titles = allowed_calling_ae_titles
-        self.allowed_hosts = allowed_hosts
-        self.check_called_ae_title = check_called_ae_title
+        self.allowed_calling_ae_titles = at_start.receive_allowed_calling_ae_titles
+        self.allowed_hosts = at_start.receive_allowed_hosts
+        self.check_called_ae_title = at_start.receive_check_called_ae_title
         self.ssl_context = ssl_context
         self._server = None
         self._ae: AE | None = None
@@ -190,8 +194,9 @@ class Receiver:
         received = Path(event.dataset_path)
         sop_uid = str(event.request.AffectedSOPInstanceUID or "")
         calling = event.assoc.requestor.ae_title
-        if self.min_free_mb and free_megabytes(self.layout.root) < self.min_free_mb:
-            self._refuse("disk", f"free space on {self.layout.root} is below {self.min_free_mb} MB; "
+        min_free_mb = self.settings().min_free_mb
+        if min_free_mb and free_megabytes(self.layout.root) < min_free_mb:
+            self._refuse("disk", f"free space on {self.layout.root} is below {min_free_mb} MB; "
                          f"images are refused (0xA700) so the PACS keeps and retries them", needs_attention=True)
             return STATUS_OUT_OF_RESOURCES
         try:

@@ -154,10 +154,21 @@ class SettingSpec:
     default: Any
     help: str
     validate: Callable[[Any], Any]
+    live: bool = False  # a receive.* setting the running receiver reads itself: no listener restart
 
     @property
     def name(self) -> str:
         return f"{self.section}.{self.key}"
+
+    @property
+    def field(self) -> str:
+        """The :class:`Settings` attribute: ``section_key``, or just ``key`` in [general]."""
+        return self.key if self.section == "general" else f"{self.section}_{self.key}"
+
+    @property
+    def restarts_receiver(self) -> bool:
+        """Changing it re-opens the listener: every receive.* setting not read live."""
+        return self.section == "receive" and not self.live
 
 
 SETTINGS: tuple[SettingSpec, ...] = (
@@ -180,11 +191,13 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "The bridge's own AE title, as configured in the PACS (1-16 characters).", _ae_title),
     SettingSpec("receive", "timeout_seconds", 30,
                 "A study is zipped once no image for it arrived for this many seconds (1-3600).",
-                _int_in(1, 3600)),
+                _int_in(1, 3600), live=True),
     SettingSpec("receive", "crid_tag_group", "0000",
-                'Group of the DICOM text element carrying CRID# recipient IDs (hex; "0000" = not used).', _hex4),
+                'Group of the DICOM text element carrying CRID# recipient IDs (hex; "0000" = not used).', _hex4,
+                live=True),
     SettingSpec("receive", "crid_tag_element", "0000",
-                'Element of the DICOM text element carrying CRID# recipient IDs (hex; "0000" = not used).', _hex4),
+                'Element of the DICOM text element carrying CRID# recipient IDs (hex; "0000" = not used).', _hex4,
+                live=True),
     SettingSpec("receive", "allowed_calling_ae_titles", [],
                 "Only these senders' AE titles may send (empty: any); others are rejected.",
                 _list_of(_ae_title)),
@@ -259,12 +272,12 @@ class Settings:
     receive_enabled: bool
     receive_port: int
     receive_ae_title: str
-    timeout_seconds: int
-    crid_tag_group: str
-    crid_tag_element: str
-    allowed_calling_ae_titles: tuple[str, ...]
-    allowed_hosts: tuple[str, ...]
-    check_called_ae_title: bool
+    receive_timeout_seconds: int
+    receive_crid_tag_group: str
+    receive_crid_tag_element: str
+    receive_allowed_calling_ae_titles: tuple[str, ...]
+    receive_allowed_hosts: tuple[str, ...]
+    receive_check_called_ae_title: bool
     receive_tls_cert: str
     receive_tls_key: str
     receive_tls_ca: str
@@ -298,43 +311,8 @@ class Settings:
     @property
     def crid_tag(self) -> int | None:
         """The CRID element as a pydicom tag number, or None when not configured (0000,0000)."""
-        tag = (int(self.crid_tag_group, 16) << 16) | int(self.crid_tag_element, 16)
+        tag = (int(self.receive_crid_tag_group, 16) << 16) | int(self.receive_crid_tag_element, 16)
         return tag or None
-
-
-_FIELD_FOR = {
-    "general.storage_folder": "storage_folder",
-    "general.keep_failed_days": "keep_failed_days",
-    "general.min_free_mb": "min_free_mb",
-    "general.share_with_group": "share_with_group",
-    "receive.enabled": "receive_enabled",
-    "receive.port": "receive_port",
-    "receive.ae_title": "receive_ae_title",
-    "receive.timeout_seconds": "timeout_seconds",
-    "receive.crid_tag_group": "crid_tag_group",
-    "receive.crid_tag_element": "crid_tag_element",
-    "receive.allowed_calling_ae_titles": "allowed_calling_ae_titles",
-    "receive.allowed_hosts": "allowed_hosts",
-    "receive.check_called_ae_title": "check_called_ae_title",
-    "receive.tls_cert": "receive_tls_cert",
-    "receive.tls_key": "receive_tls_key",
-    "receive.tls_ca": "receive_tls_ca",
-    "send.enabled": "send_enabled",
-    "send.host": "send_host",
-    "send.port": "send_port",
-    "send.ae_title_receiver": "send_ae_title_receiver",
-    "send.ae_title_sender": "send_ae_title_sender",
-    "send.retries": "send_retries",
-    "send.retry_delay_seconds": "send_retry_delay_seconds",
-    "send.parallel_associations": "send_parallel_associations",
-    "send.tls": "send_tls",
-    "send.tls_ca": "send_tls_ca",
-    "send.tls_cert": "send_tls_cert",
-    "send.tls_key": "send_tls_key",
-    **{f"notify.{key}": f"notify_{key}" for key in (
-        "enabled", "smtp_host", "smtp_port", "smtp_security", "smtp_user", "smtp_password", "smtp_password_file",
-        "sender", "recipients", "on_failure", "on_arrival", "no_phi", "gather_seconds")},
-}
 
 
 def validate_value(name: str, value: Any) -> Any:
@@ -356,9 +334,10 @@ def settings_from_mapping(data: dict[str, Any], source: Path | None = None) -> S
         raw = section.get(spec.key, spec.default)
         if hasattr(raw, "unwrap"):
             raw = raw.unwrap()
-        values[_FIELD_FOR[spec.name]] = validate_value(spec.name, raw)
-    for name in ("allowed_calling_ae_titles", "allowed_hosts", "notify_recipients"):
-        values[name] = tuple(values[name])  # Settings is frozen and compared: no lists inside
+        values[spec.field] = validate_value(spec.name, raw)
+    for name, value in values.items():
+        if isinstance(value, list):
+            values[name] = tuple(value)  # Settings is frozen and compared: no lists inside
     folder = Path(os.path.expanduser(values.pop("storage_folder")))
     settings = Settings(storage_folder=folder, source=source, **values)
     try:  # the files must also fit together: load them now rather than fail at the first association

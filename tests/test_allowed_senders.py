@@ -22,7 +22,8 @@ def _engine(settings):
 
 
 def test_unknown_calling_ae_is_rejected_and_a_known_one_accepted(bridge_settings, tmp_path):
-    engine = _engine(replace(bridge_settings, allowed_calling_ae_titles=("MODALITY1",), check_called_ae_title=True))
+    engine = _engine(replace(bridge_settings, receive_allowed_calling_ae_titles=("MODALITY1",),
+                                     receive_check_called_ae_title=True))
     try:
         files = make_study(tmp_path / "s", count=1).files
         refused = _store(engine.settings.receive_port, "OTHER", files)
@@ -41,14 +42,14 @@ def test_unknown_calling_ae_is_rejected_and_a_known_one_accepted(bridge_settings
 
 def test_hosts_outside_the_list_are_refused(bridge_settings, tmp_path):
     files = make_study(tmp_path / "s", count=1).files
-    engine = _engine(replace(bridge_settings, allowed_hosts=("127.0.0.2",)))
+    engine = _engine(replace(bridge_settings, receive_allowed_hosts=("127.0.0.2",)))
     try:
         refused = _store(engine.settings.receive_port, "ANY", files)
         assert refused.returncode != 0
         assert any("127.0.0.1 refused" in r.detail for r in engine.logbook.newest())
     finally:
         engine.stop(grace_seconds=2)
-    engine = _engine(replace(bridge_settings, allowed_hosts=("localhost",)))
+    engine = _engine(replace(bridge_settings, receive_allowed_hosts=("localhost",)))
     try:
         assert _store(engine.settings.receive_port, "ANY", files).returncode == 0
     finally:

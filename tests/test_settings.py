@@ -16,7 +16,7 @@ def test_missing_file_is_created_with_every_setting_and_a_comment(tmp_path):
         assert f"{spec.key} = " in text
         assert spec.help in text
     assert settings.receive_port == 11112 and settings.receive_ae_title == "CRYPE_DCM"
-    assert settings.timeout_seconds == 30 and settings.crid_tag is None
+    assert settings.receive_timeout_seconds == 30 and settings.crid_tag is None
     assert settings.storage_folder.name == "CrypeDcm"
 
 

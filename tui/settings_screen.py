@@ -18,7 +18,7 @@ from textual.screen import Screen
 from textual.validation import ValidationResult, Validator
 from textual.widgets import Button, Footer, Header, Input, Label, Static, Switch
 
-from bridge.engine import pacs_target
+from bridge.pacs import pacs_target
 from bridge.mail import MailError
 from bridge.notifier import send_test_mail
 from bridge.sender import PacsTarget, echo
