@@ -12,8 +12,8 @@ import threading
 import time
 from pathlib import Path
 
-from .aggregator import Aggregator, PendingStudy
-from .events import BridgeStatus, EventBus, PendingInfo, StudyRouted
+from .aggregator import Aggregator
+from .events import BridgeStatus, EventBus, PendingInfo
 from .janitor import Janitor
 from .layout import StorageLayout
 from .outbox import Outbox
@@ -21,17 +21,15 @@ from .pacs import send_options
 from .notifier import Notifier
 from .ownership import FolderOwnership
 from .permissions import restrict_storage, use_private_umask
-from .logbook import FAILED, RECEIVE, SERVICE, SUCCESS, WARNING, INFO, LogBook, LogEntry
+from .logbook import FAILED, RECEIVE, SERVICE, WARNING, INFO, LogBook, LogEntry
 from .receiver import Receiver, ReceiverStartError, clear_incoming
 from .settings import SETTINGS, Settings, receive_tls_context
 from .textlog import setup_text_log
 from .tls import TlsSetupError
-from .zipper import Zipper, ZippingAborted, is_transient, study_log_fields
+from .zip_worker import ZipWorker
+from .zipper import Zipper
 
 log = logging.getLogger(__name__)
-
-DISK_FULL_RETRY_SECONDS = 10.0
-
 
 class Engine:
     """Receiver + aggregator + zipper over one storage folder."""
@@ -56,7 +54,7 @@ class Engine:
         self.receiver_error = ""
         self.outbox: Outbox | None = None
         self._bind_address = bind_address
-        self._zip_thread = threading.Thread(target=self._zip_loop, name="zipper", daemon=True)
+        self.zip_worker = ZipWorker(self.layout, self.aggregator, self.zipper, self.logbook, self.bus, self.stopping)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -67,7 +65,7 @@ class Engine:
         """
         self._recover()
         self.notifier.start()
-        self._zip_thread.start()
+        self.zip_worker.start()
         Janitor(self.layout, self.logbook, lambda: self.settings.keep_failed_days, self.stopping).start()
         self._start_outbox()
         try:
@@ -131,8 +129,7 @@ class Engine:
             self.receiver.stop(grace_seconds)
         self.stopping.set()
         self.aggregator.wake()
-        if self._zip_thread.is_alive():
-            self._zip_thread.join(timeout=grace_seconds + 30)
+        self.zip_worker.join(timeout=grace_seconds + 30)
         if self.outbox is not None:
             self.outbox.join(timeout=grace_seconds + 60)
         self.notifier.wake()
@@ -162,58 +159,6 @@ class Engine:
             self.logbook.add(LogEntry(action=RECEIVE, status=INFO,
                                       detail=f"resumed {len(recovered)} pending studies ({images} images) "
                                              f"from an earlier run; zipping after the timeout"))
-
-    # -- zipping ------------------------------------------------------------------------------
-    def _zip_loop(self) -> None:
-        while not self.stopping.is_set():
-            for study in self.aggregator.claim_due():
-                if self.stopping.is_set():
-                    break
-                self.route_study(study)
-            self.aggregator.wait_for_work(self.stopping)
-
-    def route_study(self, study: PendingStudy) -> None:
-        """Zip one claimed study into an inbox, or keep it visibly in Inbox_Failed."""
-        try:
-            outcome = self.zipper.zip_study(study)
-        except ZippingAborted:
-            return  # stays in the spool; zipped after the restart
-        except Exception as err:  # noqa: BLE001 - every failure is logged and the data kept
-            self._handle_zip_failure(study, err)
-            return
-        shutil.rmtree(study.folder, ignore_errors=True)
-        summary = outcome.summary
-        status = WARNING if summary.warnings else SUCCESS
-        where = outcome.target.parent.name
-        detail = f"{summary.image_count} images zipped into {where}"
-        if not summary.crids:
-            detail += " (no recipient IDs: forward manually)"
-        if summary.warnings:
-            detail += "; " + "; ".join(summary.warnings)
-        self.logbook.add(LogEntry(action=RECEIVE, status=status, detail=detail, target=str(outcome.target),
-                                  **study_log_fields(summary)))
-        self.bus.publish(StudyRouted(study_key=study.key, target=str(outcome.target), status=status))
-
-    def _handle_zip_failure(self, study: PendingStudy, err: Exception) -> None:
-        if is_transient(err):
-            self.aggregator.retry_later(study, DISK_FULL_RETRY_SECONDS)
-            log.warning("zipping %s: disk full (try %d): %s", study.key, study.attempts, err)
-            if study.attempts == 1:
-                self.logbook.add(LogEntry(action=RECEIVE, status=WARNING, image_count=study.image_count,
-                                          detail=f"cannot zip study {study.key}: disk full ({err}); "
-                                                 f"the images stay in the spool and zipping is retried"))
-            return
-        reason = f"zipping study {study.key} failed: {err}"
-        log.exception("zipping %s failed", study.key)
-        try:
-            target = self.zipper.move_to_failed(study, reason)
-        except OSError as move_err:
-            self.aggregator.retry_later(study, DISK_FULL_RETRY_SECONDS)
-            reason += f"; moving it to {self.layout.inbox_failed.name} failed too ({move_err}), kept in the spool"
-            target = study.folder
-        self.logbook.add(LogEntry(action=RECEIVE, status=FAILED, detail=reason, image_count=study.image_count,
-                                  target=str(target)))
-        self.bus.publish(StudyRouted(study_key=study.key, target=str(target), status=FAILED))
 
     @property
     def storage(self) -> Path:
