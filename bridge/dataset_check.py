@@ -14,8 +14,9 @@ on the fly (in bounded pieces) and the inflated stream is walked.
 
 Tolerant where real files and DCMTK are: stray item/sequence delimiters in a dataset, an item
 delimiter closing a defined-length item, trailing padding (FFFC,FFFC) (an ordinary element),
-an "explicit VR" dataset that is really implicit VR (detected on its first element, as pydicom
-and DCMTK do), bytes after the end of a deflate stream.
+eight or more trailing zero bytes (DCMTK reads them as the end; fewer are a cut header, for
+DCMTK too), an "explicit VR" dataset that is really implicit VR (detected on its first element,
+as pydicom and DCMTK do), bytes after the end of a deflate stream.
 """
 
 from __future__ import annotations
@@ -93,6 +94,8 @@ class DatasetWalker:
         self._head = b""  # a header split across chunks
         self._head_at = 0
         self._first_element = True
+        self._padding = False  # only zero bytes may follow
+        self._padding_at = 0
 
     # -- public ----------------------------------------------------------------------------
     def feed(self, data: bytes | memoryview) -> None:
@@ -152,6 +155,12 @@ class DatasetWalker:
 
     # -- the walk ----------------------------------------------------------------------------
     def _walk(self, data: memoryview) -> None:
+        if self._padding:
+            if bytes(data).strip(b"\0"):
+                raise IncompleteDataset(f"data after the trailing zero padding (from {self._where} "
+                                        f"{self._padding_at})")
+            self._position += len(data)
+            return
         i, n = 0, len(data)
         stack = self._stack
         while True:
@@ -190,12 +199,18 @@ class DatasetWalker:
                     need = full
                 header, self._head = self._head, b""
                 self._element(frame, memoryview(header), 0, self._head_at)
+                if self._padding:
+                    self._walk(data[i:])
+                    return
                 continue
             size = self._header_size(frame, data[i : i + 8])
             start = self._position
             self._position += size
             self._element(frame, data, i, start)
             i += size
+            if self._padding:
+                self._walk(data[i:])
+                return
 
     def _pass_plain_elements(self, frame: _Frame, data: memoryview, i: int) -> int:
         """The fast path: step over whole elements of defined length that are no sequence and lie
@@ -257,6 +272,9 @@ class DatasetWalker:
             group, number, vr, length = _EXPLICIT[little].unpack_from(data, i)
             if vr in _LONG_VRS:
                 (length,) = _LONG_LENGTH[little].unpack_from(data, i + 8)
+            elif vr == b"\0\0" and group == number == length == 0 and len(self._stack) == 1:
+                self._padding, self._padding_at = True, start  # zero bytes DCMTK reads as the end of the data
+                return
             elif vr not in _SHORT_VRS and not vr.isalpha():
                 raise IncompleteDataset(f"element {_tag_text((group << 16) | number)} at {self._where} {start} "
                                         f"has no valid VR ({bytes(vr)!r}): not a DICOM element header")

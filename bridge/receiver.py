@@ -135,6 +135,7 @@ class Receiver:
             (evt.EVT_DATA_RECV, self._bytes_arrived),  # per received PDU
             (evt.EVT_RELEASED, self._association_ended),
             (evt.EVT_ABORTED, self._association_ended),
+            (evt.EVT_RELEASED, self._association_gone),
             (evt.EVT_ABORTED, self._association_gone),
             (evt.EVT_CONN_CLOSE, self._association_gone),
         ]
@@ -204,7 +205,7 @@ class Receiver:
         self.aggregator.association_active(id(event.assoc))
 
     def _association_gone(self, event: evt.Event) -> None:
-        """Aborted or connection closed (also after a release): forget it, drop its partial image."""
+        """Released, aborted or connection closed: forget the association, drop its partial image."""
         self.aggregator.association_ended(id(event.assoc))
         partial = _discard_partial(event.assoc)
         if partial is not None:

@@ -243,3 +243,20 @@ def test_dcmtk_agrees_on_pydicoms_broken_and_whole_files():
         assert ours == _dcmtk_reads_whole(path), name
 
 
+
+
+@pytest.mark.peers
+@pytest.mark.parametrize("zeros", [1, 7, 8, 16, 1000])
+def test_trailing_zero_bytes_get_the_same_verdict_as_dcmtk(tmp_path, zeros):
+    """Eight or more zero bytes after the dataset: DCMTK reads them as its end; fewer: a cut header."""
+    padded = tmp_path / "padded.dcm"
+    padded.write_bytes(Path(get_testdata_file("CT_small.dcm")).read_bytes() + bytes(zeros))
+    try:
+        check_file(padded)
+        ours = True
+    except IncompleteDataset:
+        ours = False
+    assert ours == _dcmtk_reads_whole(padded) == (zeros >= 8)
+    syntax, data, _ = _dataset(Path(get_testdata_file("CT_small.dcm")))
+    assert _verdict(syntax, data + bytes(zeros), [len(data) + 3, 2]) == _verdict(syntax, data + bytes(zeros))
+    assert "after the trailing zero padding" in _verdict(syntax, data + bytes(max(zeros, 8)) + b"\x08\x00")

@@ -272,6 +272,7 @@ def test_three_large_images_over_a_slow_link_make_one_zip(bridge_settings, tmp_p
         (zip_path,) = bridge.zips(INBOX_MANUAL)
         assert len(zipfile.ZipFile(zip_path).namelist()) == 3
         assert bridge.engine.logbook.newest()[0].image_count == 3
+        assert bridge.engine.aggregator._last_bytes == {}  # the finished association holds nothing
     finally:
         bridge.engine.stop(grace_seconds=5)
 
