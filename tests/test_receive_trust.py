@@ -191,6 +191,30 @@ def test_two_different_images_with_one_sop_uid_are_both_zipped(running_bridge, t
     assert any("same SOP Instance UID" in w and sop in w for w in warnings), warnings
 
 
+def test_same_sop_key_different_bytes_get_unique_names_also_after_a_restart(tmp_path):
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    incoming = tmp_path / "in"
+    incoming.mkdir()
+
+    def arriving(content: bytes) -> Path:
+        path = incoming / f"tmp{len(list(spool.rglob('*')))}-{content.hex()}.dcm"
+        path.write_bytes(content)
+        return path
+
+    aggregator = Aggregator(spool, timeout_seconds=60, clock=FakeClock())
+    assert aggregator.store("1.2", "1.2.3", arriving(b"one")).sop_key == "1.2.3"
+    second = aggregator.store("1.2", "1.2.3", arriving(b"two"))
+    assert (second.sop_key, second.renamed) == ("1.2.3-2", True)
+    again = aggregator.store("1.2", "1.2.3", arriving(b"two"))  # an identical resend: stored once
+    assert again.sop_key == "1.2.3-2" and again.study.image_count == 2
+    restarted = Aggregator(spool, timeout_seconds=60, clock=FakeClock())
+    restarted.recover()
+    third = restarted.store("1.2", "1.2.3", arriving(b"three"))
+    assert third.sop_key == "1.2.3-3" and third.study.image_count == 3
+    assert sorted(p.read_bytes() for p in third.study.folder.iterdir()) == [b"one", b"three", b"two"]
+
+
 # -- item 5: a study stays open while its images are arriving --------------------------------------
 class FakeClock:
     def __init__(self) -> None:
