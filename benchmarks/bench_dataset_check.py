@@ -19,9 +19,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_receive import make_ct_study
-from bridge.dataset_check import check_file
-from bridge.instance import read_study_uid
+from benchmarks.bench_receive import make_ct_study  # noqa: E402
+from bridge.dataset_check import check_file  # noqa: E402
+from bridge.instance import read_study_uid  # noqa: E402
 
 
 def per_image_microseconds(files: list[Path], job, rounds: int = 5) -> float:

@@ -225,8 +225,8 @@ class Receiver:
             check_file(received)
             identity = read_identity(received)
         except IncompleteDataset as err:
-            return self._keep_refused(received, command_sop_uid, calling, f"is incomplete: {err}",
-                                      STATUS_CANNOT_UNDERSTAND)
+            return self._keep_refused(received, command_sop_uid, calling,
+                                      f"is not readable DICOM, it is incomplete: {err}", STATUS_CANNOT_UNDERSTAND)
         except MissingStudyUid:
             return self._keep_refused(received, command_sop_uid, calling,
                                       "has no Study Instance UID (0020,000D), so it belongs to no study",
@@ -241,6 +241,8 @@ class Receiver:
             self._refuse(f"io:{err.errno}", f"cannot store an image from {calling} in the spool: "
                          f"{err.strerror or err}; answered 0xA700 so the PACS retries")
             return STATUS_OUT_OF_RESOURCES
+        if not event.assoc.is_established:  # it ended while we stored: forget it again
+            self.aggregator.association_ended(id(event.assoc))
         if stored.renamed:
             self.logbook.add(LogEntry(
                 action=RECEIVE, status=WARNING,

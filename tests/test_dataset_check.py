@@ -148,6 +148,24 @@ def test_every_file_cut_anywhere_but_between_top_level_elements_fails():
     assert not missed, missed[:20]
 
 
+SMALL_FILES_OF_EVERY_KIND = [
+    "rtplan.dcm",                     # implicit VR, nested sequences
+    "test-SR.dcm",                    # explicit VR, deeply nested undefined-length sequences
+    "MR_small_RLE.dcm",               # encapsulated pixel data: fragments
+    "JPEG2000.dcm", "SC_rgb_jpeg_dcmtk.dcm", "MR_small_jpeg_ls_lossless.dcm",
+    "MR_small_bigendian.dcm",         # explicit VR big endian
+    "image_dfl.dcm",                  # deflated
+    "nested_priv_SQ.dcm", "priv_SQ.dcm", "UN_sequence.dcm",  # private and UN sequences
+]
+
+
+@pytest.mark.parametrize("name", SMALL_FILES_OF_EVERY_KIND)
+def test_small_files_cut_at_every_single_byte(name):
+    syntax, data, boundaries = _dataset(Path(get_testdata_file(name)))
+    missed = [cut for cut in range(1, len(data)) if cut not in boundaries and _verdict(syntax, data[:cut]) == ""]
+    assert not missed, missed[:20]
+
+
 def test_a_cut_between_top_level_elements_is_a_shorter_whole_dataset():
     syntax, data, boundaries = _dataset(Path(get_testdata_file("CT_small.dcm")))
     inner = sorted(b for b in boundaries if 0 < b < len(data))
@@ -226,8 +244,8 @@ def test_a_deflate_bomb_is_walked_in_bounded_pieces():
 
 def _dcmtk_reads_whole(path: Path) -> bool:
     """DCMTK's verdict: dcmdump (the parser storescp uses) reads the file to its end without an error."""
-    result = subprocess.run([dcmtk("dcmdump"), "-q", str(path)], check=False, capture_output=True, text=True, timeout=60,
-                            env=PEER_ENV)
+    result = subprocess.run([dcmtk("dcmdump"), "-q", str(path)], check=False, capture_output=True, text=True,
+                            timeout=60, env=PEER_ENV)
     return result.returncode == 0 and "error" not in (result.stdout + result.stderr).lower()
 
 
