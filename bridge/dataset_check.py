@@ -313,7 +313,7 @@ class DatasetWalker:
             elif vr is None or vr == b"SQ":
                 self._open(_SEQUENCE, tag, length, frame, frame.implicit)
             elif vr == b"UN":
-                self._open(_SEQUENCE, tag, length, frame, True)  # CP-246: implicit VR inside
+                self._open(_SEQUENCE, tag, length, frame, True, little=True)  # CP-246: implicit VR LE inside
             elif vr in (b"OB", b"OW"):
                 self._open(_FRAGMENTS, tag, length, frame, frame.implicit)
             else:
@@ -332,7 +332,8 @@ class DatasetWalker:
         self._skip = length
         self._skipping = (what, tag, length)
 
-    def _open(self, kind: str, tag: int, length: int, parent: _Frame, implicit: bool) -> None:
+    def _open(self, kind: str, tag: int, length: int, parent: _Frame, implicit: bool,
+              little: bool | None = None) -> None:
         if length == UNDEFINED:
             end = None
         elif length == 0:
@@ -343,7 +344,8 @@ class DatasetWalker:
                 raise IncompleteDataset(f"{'item of ' if kind == _ITEM else ''}sequence {_tag_text(tag)} declares "
                                         f"{length} bytes, only {parent.limit - self._position} left in its parent")
         limit = end if parent.limit is None or (end is not None and end < parent.limit) else parent.limit
-        self._stack.append(_Frame(kind, tag, self._position, end, limit, implicit, parent.little))
+        self._stack.append(_Frame(kind, tag, self._position, end, limit, implicit,
+                                  parent.little if little is None else little))
 
 
 def _file_meta(head: bytes, complete: bool) -> tuple[str, int]:

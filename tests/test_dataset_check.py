@@ -278,3 +278,14 @@ def test_trailing_zero_bytes_get_the_same_verdict_as_dcmtk(tmp_path, zeros):
     syntax, data, _ = _dataset(Path(get_testdata_file("CT_small.dcm")))
     assert _verdict(syntax, data + bytes(zeros), [len(data) + 3, 2]) == _verdict(syntax, data + bytes(zeros))
     assert "after the trailing zero padding" in _verdict(syntax, data + bytes(max(zeros, 8)) + b"\x08\x00")
+
+
+def test_an_undefined_length_un_sequence_in_big_endian_holds_implicit_little_endian_items():
+    """CP-246: the content of an undefined-length UN is implicit VR little endian, whatever the syntax."""
+    inner = b"\x08\x00\x50\x11" + (4).to_bytes(4, "little") + b"1.2\x00"  # (0008,1150) implicit LE
+    item = b"\xfe\xff\x00\xe0" + (len(inner)).to_bytes(4, "little") + inner
+    un = (b"\x00\x09\x10\x00UN\x00\x00" + b"\xff\xff\xff\xff" + item + b"\xfe\xff\xdd\xe0" + bytes(4))
+    modality = b"\x00\x08\x00\x60CS\x00\x02MR"
+    data = modality + un
+    assert _verdict(ExplicitVRBigEndian, data) == ""
+    assert _verdict(ExplicitVRBigEndian, data[:-8]) == "sequence (0009,1000) not closed"
