@@ -4,6 +4,10 @@ State lives on disk where a person can see it: ``.bridge/spool/<study-key>~<stam
 A study is *open* while instances may still join it; the zipper *claims* it once it has been
 quiet for the timeout, and from then on new instances of the same study start a new folder
 (so a late instance never slips into a ZIP being written and gets lost with its folder).
+
+"Quiet" counts from the last bytes, not only the last complete image: an association that fed
+a study (or is known to carry one of its images) and is still receiving keeps the study open,
+so a large image over a slow link never splits its study into several ZIPs.
 """
 
 from __future__ import annotations
@@ -21,6 +25,13 @@ from typing import Callable
 
 _UID = re.compile(r"[0-9][0-9.]{0,63}")
 _GENERATION_SEPARATOR = "~"
+_CLASH_SEPARATOR = "-"  # a second, different file with the same SOP key is kept as "<key>-2"
+MAX_SAME_KEY_FILES = 1000
+
+
+def spool_key(path: Path) -> str:
+    """The SOP key a spool file is stored under (``<arrival>-<key>.dcm``): also its ZIP member name."""
+    return path.stem.split("-", 1)[-1]
 
 
 def safe_key(uid: str) -> str:
@@ -53,17 +64,31 @@ class PendingStudy:
     def due_at(self, timeout: float) -> float:
         return max(self.last_arrival + timeout, self.not_before)
 
-    def file_for(self, sop_key: str) -> Path:
-        """Where an instance goes: its earlier copy's name (stored once), or the next number."""
-        existing = self.files.get(sop_key)
-        if existing is not None:
-            return existing
-        return self.folder / f"{len(self.files) + 1:06d}-{sop_key}.dcm"
+    def place(self, sop_key: str, received: Path) -> tuple[str, Path]:
+        """(key, file) for a received instance: an identical earlier copy's (stored once), else a
+        new number; a *different* file with the same key gets a key of its own (``<key>-2``…)."""
+        for number in range(1, MAX_SAME_KEY_FILES):
+            key = sop_key if number == 1 else f"{sop_key}{_CLASH_SEPARATOR}{number}"
+            existing = self.files.get(key)
+            if existing is None:
+                return key, self.folder / f"{len(self.files) + 1:06d}-{key}.dcm"
+            if _same_bytes(existing, received):
+                return key, existing
+        raise OSError(errno.EEXIST, f"more than {MAX_SAME_KEY_FILES} different files for SOP key {sop_key}")
 
     @classmethod
     def adopt(cls, key: str, folder: Path, now: float) -> "PendingStudy":
-        files = {path.stem.split("-", 1)[-1]: path for path in sorted(folder.glob("*.dcm"))}
+        files = {spool_key(path): path for path in sorted(folder.glob("*.dcm"))}
         return cls(key=key, folder=folder, last_arrival=now, files=files)
+
+
+@dataclass(frozen=True)
+class Stored:
+    """Where ``Aggregator.store`` put an instance; ``renamed`` when another file had its name."""
+
+    study: PendingStudy
+    sop_key: str
+    renamed: bool
 
 
 @dataclass
@@ -76,6 +101,8 @@ class Aggregator:
     _open: dict[str, PendingStudy] = field(default_factory=dict)
     _closed: list[PendingStudy] = field(default_factory=list)
     _changed: threading.Condition = field(default_factory=threading.Condition)
+    _last_bytes: dict[int, float] = field(default_factory=dict)  # open association -> when bytes last came
+    _fed: dict[int, set[str]] = field(default_factory=dict)  # open association -> study keys it fed
 
     def recover(self) -> list[PendingStudy]:
         """Adopt the spool folders left by an earlier run; their timeout starts again now."""
@@ -98,8 +125,12 @@ class Aggregator:
             self._changed.notify_all()
         return recovered
 
-    def store(self, study_uid: str, sop_uid: str, received_file: Path) -> PendingStudy:
-        """Move a received file into its study's spool folder (same SOP UID: stored once)."""
+    def store(self, study_uid: str, sop_uid: str, received_file: Path, association: int | None = None) -> Stored:
+        """Move a received file into its study's spool folder (identical resend: stored once).
+
+        ``association`` (any int naming it) records that it fed this study: while it goes on
+        receiving, the study stays open.
+        """
         key = safe_key(study_uid)
         with self._changed:
             study = self._open.get(key)
@@ -109,14 +140,50 @@ class Aggregator:
                 folder.mkdir()
                 study = PendingStudy(key=key, folder=folder, last_arrival=self.clock())
             sop_key = safe_key(sop_uid)
-            target = study.file_for(sop_key)
+            stored_key, target = study.place(sop_key, received_file)
             _move(received_file, target)
-            study.files[sop_key] = target
+            study.files[stored_key] = target
             if created:
                 self._open[key] = study
                 self._changed.notify_all()
             study.last_arrival = self.clock()
-            return study
+            if association is not None:
+                self._last_bytes[association] = study.last_arrival
+                self._fed.setdefault(association, set()).add(key)
+            return Stored(study=study, sop_key=stored_key, renamed=stored_key != sop_key)
+
+    def association_active(self, association: int, study_uid: str | None = None) -> None:
+        """Bytes arrived on ``association`` (called per PDU or read: only a dict write).
+
+        ``study_uid``: the study of the image in flight, when the caller already knows it.
+        """
+        now = self.clock()
+        with self._changed:
+            self._last_bytes[association] = now
+            if study_uid is not None:
+                self._fed.setdefault(association, set()).add(safe_key(study_uid))
+
+    def association_ended(self, association: int) -> None:
+        """The association is gone: its unfinished bytes hold no study open any more."""
+        with self._changed:
+            self._last_bytes.pop(association, None)
+            self._fed.pop(association, None)
+            self._changed.notify_all()
+
+    def _due_at(self, study: PendingStudy, busy: dict[str, float]) -> float:
+        """When an open ``study`` may be zipped: its last image and its feeders' last bytes + timeout."""
+        return max(study.due_at(self.timeout_seconds), busy.get(study.key, study.last_arrival) + self.timeout_seconds)
+
+    def _busy_studies(self) -> dict[str, float]:
+        """Study key -> last bytes on any open association that fed it (caller holds the lock)."""
+        busy: dict[str, float] = {}
+        for association, keys in self._fed.items():
+            seen = self._last_bytes.get(association)
+            if seen is None:
+                continue
+            for key in keys:
+                busy[key] = max(busy.get(key, seen), seen)
+        return busy
 
     def claim_due(self) -> list[PendingStudy]:
         """Take the studies whose quiet time is over; no instance joins them afterwards."""
@@ -124,8 +191,9 @@ class Aggregator:
         with self._changed:
             due = [s for s in self._closed if s.due_at(self.timeout_seconds) <= now]
             self._closed = [s for s in self._closed if s not in due]
+            busy = self._busy_studies()
             for key, study in list(self._open.items()):
-                if study.due_at(self.timeout_seconds) <= now:
+                if self._due_at(study, busy) <= now:
                     due.append(self._open.pop(key))
             return due
 
@@ -140,7 +208,9 @@ class Aggregator:
     def wait_for_work(self, stop: threading.Event, max_wait: float = 1.0) -> None:
         """Block until the next study may be due, something changed, or ``max_wait`` passed."""
         with self._changed:
-            deadlines = [s.due_at(self.timeout_seconds) for s in (*self._open.values(), *self._closed)]
+            busy = self._busy_studies()
+            deadlines = [s.due_at(self.timeout_seconds) for s in self._closed]
+            deadlines += [self._due_at(s, busy) for s in self._open.values()]
             wait = max_wait if not deadlines else min(max_wait, max(0.0, min(deadlines) - self.clock()))
             if wait > 0 and not stop.is_set():
                 self._changed.wait(wait)
@@ -153,6 +223,19 @@ class Aggregator:
         """A snapshot for status displays."""
         with self._changed:
             return [*self._open.values(), *self._closed]
+
+
+def _same_bytes(first: Path, second: Path, chunk: int = 1024 * 1024) -> bool:
+    """Byte-for-byte equal? (filecmp would cache every pair for the life of the process.)"""
+    if first.stat().st_size != second.stat().st_size:
+        return False
+    with open(first, "rb") as a, open(second, "rb") as b:
+        while True:
+            block = a.read(chunk)
+            if block != b.read(chunk):
+                return False
+            if not block:
+                return True
 
 
 def _move(source: Path, target: Path) -> None:

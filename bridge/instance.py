@@ -58,20 +58,38 @@ SERIES_INSTANCE_UID = 0x0020000E
 PIXEL_DATA = 0x7FE00010
 
 
-def read_study_uid(path: Path) -> str:
-    """The Study Instance UID of a received file, reading no more of it than needed.
+class MissingStudyUid(ValueError):
+    """The file is readable DICOM but has no Study Instance UID: it belongs to no study."""
+
+
+@dataclass(frozen=True)
+class ReceivedIdentity:
+    """The two UIDs the receiver files an image by: its study's spool folder, its name there."""
+
+    study_uid: str
+    sop_uid: str  # the dataset's SOP Instance UID (0008,0018); "" when the dataset has none
+
+
+def read_identity(path: Path) -> ReceivedIdentity:
+    """Study and SOP Instance UID of a received file, in one walk, reading no more than needed.
 
     Runs inside the C-STORE handler, where every millisecond delays the PACS's next image:
-    the header walk finds the UID in microseconds; pydicom answers what the walk cannot.
+    the header walk finds the UIDs in microseconds; pydicom answers what the walk cannot.
     """
-    scan = scan_header(path, {STUDY_INSTANCE_UID})
-    uid = scan.text(STUDY_INSTANCE_UID) if scan is not None else ""
-    if not uid:
-        dataset = dcmread(path, stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
-        uid = str(dataset.get("StudyInstanceUID", "") or "").strip()
-    if not uid:
-        raise ValueError("the image has no Study Instance UID (0020,000D)")
-    return uid
+    scan = scan_header(path, {SOP_INSTANCE_UID, STUDY_INSTANCE_UID})
+    if scan is not None:  # the walk is certain: an element it did not find is absent
+        study_uid, sop_uid = scan.text(STUDY_INSTANCE_UID), scan.text(SOP_INSTANCE_UID)
+    else:
+        dataset = dcmread(path, stop_before_pixels=True, specific_tags=["StudyInstanceUID", "SOPInstanceUID"])
+        study_uid, sop_uid = _text(dataset, "StudyInstanceUID"), _text(dataset, "SOPInstanceUID")
+    if not study_uid:
+        raise MissingStudyUid("the image has no Study Instance UID (0020,000D), or an empty one")
+    return ReceivedIdentity(study_uid=study_uid, sop_uid=sop_uid)
+
+
+def read_study_uid(path: Path) -> str:
+    """The Study Instance UID of a received file (see ``read_identity``)."""
+    return read_identity(path).study_uid
 
 
 def _text(dataset: Dataset, keyword: str) -> str:

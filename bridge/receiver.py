@@ -2,10 +2,14 @@
 
 pynetdicom streams each C-STORE straight into a file (``STORE_RECV_CHUNKED_DATASET``), so
 the dataset is never decoded and re-encoded: what the PACS sent is what we keep. The handler
-does as little as possible (the GIL is shared by all associations): read the Study Instance
-UID, rename the file into its study's spool folder, answer. Success is answered only after
-the rename, so an acknowledged instance is always on disk; otherwise 0xA700 and the PACS
-keeps the image and retries.
+does as little as possible (the GIL is shared by all associations): check that the dataset is
+whole (a walk over its element headers), read its Study and SOP Instance UIDs, rename the file
+into its study's spool folder, answer. Success is answered only after the rename, so an
+acknowledged instance is always on disk and complete; otherwise 0xA700 and the PACS keeps the
+image and retries, or a failure status for an image that will never be acceptable.
+
+Bytes arriving on an association keep the studies it feeds open (``_bytes_arrived``); an
+association that ends mid-image leaves no partial file behind (``_discard_partial``).
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ from pynetdicom import AE, _config, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from .aggregator import Aggregator, safe_key
+from .dataset_check import IncompleteDataset, check_file
 from .events import EventBus, InstanceStored, ReceiverStateChanged
-from .instance import read_study_uid
+from .instance import MissingStudyUid, read_identity
 from .layout import StorageLayout, free_megabytes
 from .logbook import FAILED, RECEIVE, WARNING, LogBook, LogEntry
 from .net import NAGLE_OFF
@@ -43,6 +48,11 @@ _config.UNRESTRICTED_STORAGE_SERVICE = True
 
 STATUS_SUCCESS = 0x0000
 STATUS_OUT_OF_RESOURCES = 0xA700
+# Storage service failures (PS3.4 B.2.3). Both are permanent: the PACS does not resend the same
+# bytes, which would fail the same way. An incomplete or unparsable dataset "cannot be understood"
+# (0xC000); a readable one that lacks the Study Instance UID, a Type 1 attribute of every storage
+# IOD, "does not match the SOP class" (0xA900), which tells the sender's admin it is the content.
+STATUS_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 STATUS_CANNOT_UNDERSTAND = 0xC000
 NOTICE_INTERVAL_SECONDS = 60.0
 MAX_PDU_BYTES = 1024 * 1024  # large PDUs mean fewer Python round trips per image
@@ -126,8 +136,12 @@ class Receiver:
             (evt.EVT_C_STORE, self._handle_store),
             (evt.EVT_C_ECHO, lambda event: STATUS_SUCCESS),
             (evt.EVT_ESTABLISHED, self._association_started),
+            (evt.EVT_DATA_RECV, self._bytes_arrived),  # per received PDU
             (evt.EVT_RELEASED, self._association_ended),
             (evt.EVT_ABORTED, self._association_ended),
+            (evt.EVT_RELEASED, self._association_gone),
+            (evt.EVT_ABORTED, self._association_gone),
+            (evt.EVT_CONN_CLOSE, self._association_gone),
         ]
         try:
             self._server = ae.start_server((self.bind_address, self.port), block=False, evt_handlers=handlers,
@@ -190,9 +204,22 @@ class Receiver:
             self._active = max(0, self._active - 1)
             self._active_lock.notify_all()
 
+    def _bytes_arrived(self, event: evt.Event) -> None:
+        """Bytes came on an association: the studies it feeds stay open (called very often)."""
+        self.aggregator.association_active(id(event.assoc))
+
+    def _association_gone(self, event: evt.Event) -> None:
+        """Released, aborted or connection closed: forget the association, drop its partial image."""
+        self.aggregator.association_ended(id(event.assoc))
+        partial = _discard_partial(event.assoc)
+        if partial is not None:
+            calling = event.assoc.requestor.ae_title
+            self._refuse(f"partial:{calling}", f"the association from {calling} ended in the middle of an image; "
+                         f"its partial file was deleted (it was never acknowledged: the sender keeps it)")
+
     def _handle_store(self, event: evt.Event) -> int:
         received = Path(event.dataset_path)
-        sop_uid = str(event.request.AffectedSOPInstanceUID or "")
+        command_sop_uid = str(event.request.AffectedSOPInstanceUID or "")
         calling = event.assoc.requestor.ae_title
         min_free_mb = self.settings().min_free_mb
         if min_free_mb and free_megabytes(self.layout.root) < min_free_mb:
@@ -200,28 +227,44 @@ class Receiver:
                          f"images are refused (0xA700) so the PACS keeps and retries them", needs_attention=True)
             return STATUS_OUT_OF_RESOURCES
         try:
-            study_uid = read_study_uid(received)
+            check_file(received)
+            identity = read_identity(received)
+        except IncompleteDataset as err:
+            return self._keep_refused(received, command_sop_uid, calling,
+                                      f"is not readable DICOM, it is incomplete: {err}", STATUS_CANNOT_UNDERSTAND)
+        except MissingStudyUid:
+            return self._keep_refused(received, command_sop_uid, calling,
+                                      "has no Study Instance UID (0020,000D), so it belongs to no study",
+                                      STATUS_DOES_NOT_MATCH_SOP_CLASS, folder_prefix="no_study_uid")
         except Exception as err:  # noqa: BLE001 - any unreadable dataset is refused, kept visible
-            self._keep_unreadable(received, sop_uid, calling, err)
-            return STATUS_CANNOT_UNDERSTAND
+            return self._keep_refused(received, command_sop_uid, calling, f"is not readable DICOM ({err})",
+                                      STATUS_CANNOT_UNDERSTAND)
+        sop_uid = identity.sop_uid or command_sop_uid
         try:
-            study = self.aggregator.store(study_uid, sop_uid, received)
+            stored = self.aggregator.store(identity.study_uid, sop_uid, received, association=id(event.assoc))
         except OSError as err:
             self._refuse(f"io:{err.errno}", f"cannot store an image from {calling} in the spool: "
                          f"{err.strerror or err}; answered 0xA700 so the PACS retries")
             return STATUS_OUT_OF_RESOURCES
-        self.bus.publish(InstanceStored(study_key=study.key, pending_images=study.image_count))
+        if not event.assoc.is_established:  # it ended while we stored: forget it again
+            self.aggregator.association_ended(id(event.assoc))
+        if stored.renamed:
+            self.logbook.add(LogEntry(
+                action=RECEIVE, status=WARNING,
+                detail=f"two different images from {calling} carry the same SOP Instance UID {sop_uid} "
+                       f"(study {identity.study_uid}); both are kept, the later one as {stored.sop_key}.dcm"))
+        self.bus.publish(InstanceStored(study_key=stored.study.key, pending_images=stored.study.image_count))
         return STATUS_SUCCESS
 
     def _refuse(self, reason_key: str, detail: str, needs_attention: bool = False) -> None:
         if self._throttle.due(reason_key):
             self.logbook.add(LogEntry(action=RECEIVE, status=WARNING, detail=detail, needs_attention=needs_attention))
 
-    def _keep_unreadable(self, received: Path, sop_uid: str, calling: str, err: Exception) -> None:
-        """Copy a dataset we cannot parse to Inbox_Failed (once per SOP UID) and log it."""
-        folder = self.layout.inbox_failed / f"unreadable_{safe_key(sop_uid or received.name)}"
-        detail = (f"image {sop_uid or '?'} from {calling} is not readable DICOM ({err}); "
-                  f"refused with 0xC000, a copy is in {folder}")
+    def _keep_refused(self, received: Path, sop_uid: str, calling: str, why: str, status: int,
+                      folder_prefix: str = "unreadable") -> int:
+        """Copy a refused dataset to Inbox_Failed (once per SOP UID) with a reason.txt, log it; the status."""
+        folder = self.layout.inbox_failed / f"{folder_prefix}_{safe_key(sop_uid or received.name)}"
+        detail = f"image {sop_uid or '?'} from {calling} {why}; refused with 0x{status:04X}, a copy is in {folder}"
         try:
             folder.mkdir(exist_ok=True)
             shutil.copyfile(received, folder / "received.dcm")
@@ -229,6 +272,27 @@ class Receiver:
         except OSError as copy_err:
             detail += f" (copy failed: {copy_err})"
         self.logbook.add(LogEntry(action=RECEIVE, status=FAILED, detail=detail, target=str(folder)))
+        return status
+
+
+def _discard_partial(assoc: object) -> Path | None:
+    """Delete the file of a C-STORE still in progress on a finished association; its path, if any.
+
+    pynetdicom (chunked mode) writes an incoming dataset into a NamedTemporaryFile held by the
+    DIMSE message being decoded (``assoc.dimse.message._data_set_file``) and forgets it once the
+    message is complete; what is still there when the association ends is a cut-off image.
+    """
+    message = getattr(getattr(assoc, "dimse", None), "message", None)
+    partial = getattr(message, "_data_set_file", None)
+    if partial is None:
+        return None
+    path = Path(partial.name)
+    try:
+        partial.close()
+    except Exception:  # noqa: BLE001 - a file half closed by pynetdicom: still delete it
+        pass
+    path.unlink(missing_ok=True)
+    return path
 
 
 def resolve_hosts(hosts: tuple[str, ...]) -> set[str]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from isal import isal_zlib
 
-from .aggregator import PendingStudy, safe_key
+from .aggregator import PendingStudy, safe_key, spool_key
 from .crid import format_ids, merge_ids
 from .dicom_patch import dataset_offset, splice_deflated, splice_file
 from .instance import InstanceHeader, StudyFields, read_instance, read_study_fields
@@ -86,14 +86,27 @@ def summarize(headers: list[InstanceHeader], first: StudyFields) -> StudySummary
     )
 
 
-def _arcname(header: InstanceHeader) -> str:
-    return f"{safe_key(header.series_uid or 'series')}/{safe_key(header.sop_uid or header.path.stem)}.dcm"
+def member_names(headers: list[InstanceHeader]) -> list[str]:
+    """``<series>/<SOP key>.dcm`` per file, the SOP key being the one its spool file is stored under
+    (the dataset's SOP Instance UID; ``<uid>-2`` for a second, different file with that UID), so
+    every acknowledged image has a member of its own. Names that would still repeat get ``-2``…"""
+    names: list[str] = []
+    taken: set[str] = set()
+    for header in headers:
+        stem = f"{safe_key(header.series_uid or 'series')}/{spool_key(header.path)}"
+        name, number = f"{stem}.dcm", 1
+        while name in taken:
+            number += 1
+            name = f"{stem}-{number}.dcm"
+        taken.add(name)
+        names.append(name)
+    return names
 
 
-def _write_member(archive: zipfile.ZipFile, header: InstanceHeader) -> None:
+def _write_member(archive: zipfile.ZipFile, header: InstanceHeader, name: str) -> None:
     """Add one file, stripping its CRID suffix without touching any other byte."""
     compress = zipfile.ZIP_STORED if header.pixel_data_compressed else zipfile.ZIP_DEFLATED
-    info = zipfile.ZipInfo.from_file(header.path, _arcname(header))
+    info = zipfile.ZipInfo.from_file(header.path, name)
     info.compress_type = compress
     needs_patch = header.crid is not None and header.crid.found_suffix and header.crid_span is not None
     with open(header.path, "rb") as source, archive.open(info, "w", force_zip64=True) as member:
@@ -156,10 +169,10 @@ class Zipper:
         staging = self.layout.staging / f"{uuid.uuid4().hex}.zip.part"
         try:
             with zipfile.ZipFile(staging, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
-                for header in headers:
+                for header, name in zip(headers, member_names(headers)):
                     if self.stop.is_set():
                         raise ZippingAborted("bridge stopping")
-                    _write_member(archive, header)
+                    _write_member(archive, header, name)
                     _start_writeback(archive)
             fsync_path(staging)
             inbox = self.layout.inbox_auto if summary.crids else self.layout.inbox_manual
