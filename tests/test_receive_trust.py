@@ -287,7 +287,7 @@ def test_three_large_images_over_a_slow_link_make_one_zip(bridge_settings, tmp_p
 
     from .conftest import start_running_bridge
 
-    bridge = start_running_bridge(replace(bridge_settings, timeout_seconds=2))
+    bridge = start_running_bridge(replace(bridge_settings, receive_timeout_seconds=2))
     try:
         study = make_large_study(tmp_path / "send", count=3, side=1024)
         with SlowLink(bridge.port, bytes_per_second=700_000) as link:
