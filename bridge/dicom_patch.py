@@ -3,7 +3,8 @@
 The recipient IDs must leave the file, but the PACS's bytes must not: no decoding and
 re-encoding of the dataset (which would change padding, VRs, private tags or pixel data).
 We locate the element's header and value in the file and splice in the new value, adjusting a
-legacy group-length element if one covers it. Deflated datasets are inflated, spliced and
+legacy group-length element if one covers it. The element itself always stays (with an
+empty value when nothing is left). Deflated datasets are inflated, spliced and
 deflated again (their *dataset* bytes stay as received; only the deflate stream changes).
 """
 
@@ -13,7 +14,7 @@ import shutil
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import IO
 
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
@@ -102,10 +103,6 @@ def encode_element(span: ElementSpan, value: bytes) -> bytes:
     return header + value
 
 
-def _replacement(span: ElementSpan, new_value: bytes | None) -> bytes:
-    return b"" if not new_value else encode_element(span, new_value)
-
-
 def _patched_head(head: bytearray, span: ElementSpan, delta: int) -> bytearray:
     """Fix a legacy group length (gggg,0000) that covers the element, if the file has one."""
     if span.group_length_value_at is not None and delta:
@@ -116,13 +113,15 @@ def _patched_head(head: bytearray, span: ElementSpan, delta: int) -> bytearray:
     return head
 
 
-def splice_file(source: BinaryIO, target: BinaryIO, span: ElementSpan, new_value: bytes | None) -> None:
-    """Copy ``source`` to ``target`` with the element replaced (or removed when value is empty).
+def splice_file(source: IO[bytes], target: IO[bytes], span: ElementSpan, new_value: bytes) -> None:
+    """Copy ``source`` to ``target`` with the element's value replaced.
 
-    ``span`` offsets are absolute file offsets (pydicom's case for non-deflated files). Only
-    the bytes before the element are held in memory; the rest is streamed.
+    An empty value keeps the element with length 0: removing it would make the file invalid
+    when the element is Type 2 (PatientID, AccessionNumber…). ``span`` offsets are absolute
+    file offsets (pydicom's case for non-deflated files). Only the bytes before the element
+    are held in memory; the rest is streamed.
     """
-    replacement = _replacement(span, new_value)
+    replacement = encode_element(span, new_value)
     delta = len(replacement) - (span.end - span.header_start)
     source.seek(0)
     head = bytearray(source.read(span.header_start))
@@ -132,13 +131,13 @@ def splice_file(source: BinaryIO, target: BinaryIO, span: ElementSpan, new_value
     shutil.copyfileobj(source, target, _COPY_CHUNK)
 
 
-def splice_deflated(source: BinaryIO, target: BinaryIO, span: ElementSpan, new_value: bytes | None,
+def splice_deflated(source: IO[bytes], target: IO[bytes], span: ElementSpan, new_value: bytes,
                     dataset_offset: int) -> None:
     """As :func:`splice_file` for a deflated dataset: ``span`` is relative to the inflated stream."""
     source.seek(0)
     meta = source.read(dataset_offset)
     inflated = zlib.decompress(source.read(), -zlib.MAX_WBITS)
-    replacement = _replacement(span, new_value)
+    replacement = encode_element(span, new_value)
     delta = len(replacement) - (span.end - span.header_start)
     head = _patched_head(bytearray(inflated[: span.header_start]), span, delta)
     patched = bytes(head) + replacement + inflated[span.end :]
@@ -147,7 +146,7 @@ def splice_deflated(source: BinaryIO, target: BinaryIO, span: ElementSpan, new_v
     target.write(compressor.compress(patched) + compressor.flush())
 
 
-def dataset_offset(source: BinaryIO) -> int:
+def dataset_offset(source: IO[bytes]) -> int:
     """Offset of the dataset after the 128-byte preamble, 'DICM' and the group-0002 meta."""
     source.seek(0)
     offset = dataset_start(source.read(SCAN_BYTES))

@@ -42,15 +42,13 @@ def _spliced(path: Path) -> bytes:
 
 @pytest.mark.parametrize("sample,syntax", [(CT, None), (CT, ImplicitVRLittleEndian), (BIG_ENDIAN, None)])
 @pytest.mark.parametrize("value,kept", [(f"Main Street 5 CRID#{ID}", "Main Street 5"),
-                                         (f"Odd CRID#{ID}", "Odd"), (f"CRID#{ID}", None)])
+                                         (f"Odd CRID#{ID}", "Odd"), (f"CRID#{ID}", ""),
+                                         (f"x CRID#{ID} CRID#{ID[::-1]}", "x"), (f"CRID#{ID} hello", "hello")])
 def test_splice_equals_a_file_written_without_the_ids(tmp_path, sample, syntax, value, kept):
     dataset = template(sample)
     dataset.PatientSpeciesDescription = value
     _write(dataset, tmp_path / "with.dcm", syntax)
-    if kept is None:
-        del dataset.PatientSpeciesDescription
-    else:
-        dataset.PatientSpeciesDescription = kept
+    dataset.PatientSpeciesDescription = kept  # an empty value keeps the element (length 0)
     expected = _write(dataset, tmp_path / "without.dcm", syntax)
     assert _spliced(tmp_path / "with.dcm") == expected
 
@@ -67,22 +65,24 @@ def _with_group_length(path: Path) -> bytes:
     return raw[:start] + element + raw[start:]
 
 
-def test_legacy_group_length_is_corrected(tmp_path):
+@pytest.mark.parametrize("value,kept", [(f"Dog CRID#{ID}", "Dog"), (f"CRID#{ID}", "")])
+def test_legacy_group_length_is_corrected(tmp_path, value, kept):
     dataset = template(CT)
-    dataset.PatientSpeciesDescription = f"Dog CRID#{ID}"
+    dataset.PatientSpeciesDescription = value
     _write(dataset, tmp_path / "plain_with.dcm")
     (tmp_path / "with.dcm").write_bytes(_with_group_length(tmp_path / "plain_with.dcm"))
-    dataset.PatientSpeciesDescription = "Dog"
+    dataset.PatientSpeciesDescription = kept
     _write(dataset, tmp_path / "plain_without.dcm")
     expected = _with_group_length(tmp_path / "plain_without.dcm")
     assert _spliced(tmp_path / "with.dcm") == expected
 
 
-def test_deflated_dataset_keeps_its_inflated_bytes(tmp_path):
+@pytest.mark.parametrize("value,kept", [(f"Cat CRID#{ID}", "Cat"), (f"CRID#{ID}", "")])
+def test_deflated_dataset_keeps_its_inflated_bytes(tmp_path, value, kept):
     dataset = template(DEFLATED)
-    dataset.PatientSpeciesDescription = f"Cat CRID#{ID}"
+    dataset.PatientSpeciesDescription = value
     _write(dataset, tmp_path / "with.dcm", DeflatedExplicitVRLittleEndian)
-    dataset.PatientSpeciesDescription = "Cat"
+    dataset.PatientSpeciesDescription = kept
     expected = _write(dataset, tmp_path / "without.dcm", DeflatedExplicitVRLittleEndian)
     out = _spliced(tmp_path / "with.dcm")
     with open(tmp_path / "without.dcm", "rb") as handle:
