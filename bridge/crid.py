@@ -7,7 +7,8 @@ Grammar (bytes):
 
 - *recipient-ID text* (a fragment) is ``CRID#`` in any letter case, then — when digits follow
   after optional whitespace — that whitespace, then every byte up to the next whitespace,
-  backslash (value separator), control byte, next ``CRID#`` or the end of the value;
+  value separator (``\\``), person-name delimiter (``^``, ``=``), control byte, next ``CRID#``
+  or the end of the value;
 - a *recipient ID* is a fragment that is exactly upper-case ``CRID#`` + 16 ASCII digits;
 - the value is *clean* when its fragments are all recipient IDs standing at the end of the
   value, separated from each other only by whitespace (or nothing), at most five distinct.
@@ -25,7 +26,7 @@ PREFIX = b"CRID#"
 ID_DIGITS = 16
 MAX_IDS = 5
 
-_FRAGMENT = re.compile(rb"CRID#(?:\s*(?=[0-9]))?(?:(?!CRID#)[^\s\\\x00-\x1f\x7f])*", re.IGNORECASE)
+_FRAGMENT = re.compile(rb"CRID#(?:\s*(?=[0-9]))?(?:(?!CRID#)[^\s\\^=\x00-\x1f\x7f])*", re.IGNORECASE)
 _RECIPIENT_ID = re.compile(rb"CRID#([0-9]{16})")  # case-sensitive: a lower-case prefix is malformed
 _WHITESPACE = b" \t\r\n\f\v"
 _SHOWN_BYTES = 40  # a fragment quoted in a warning is cut to this length

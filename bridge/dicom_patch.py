@@ -3,8 +3,8 @@
 The recipient IDs must leave the file, but the PACS's bytes must not: no decoding and
 re-encoding of the dataset (which would change padding, VRs, private tags or pixel data).
 We locate the element's header and value in the file and splice in the new value, adjusting a
-legacy group-length element if one covers it. The element itself always stays (with an
-empty value when nothing is left). Deflated datasets are inflated, spliced and
+legacy group-length element if one covers it. The element stays, with an empty value when
+nothing is left, unless an empty value is invalid for it (``REMOVED_WHEN_EMPTY``). Deflated datasets are inflated, spliced and
 deflated again (their *dataset* bytes stay as received; only the deflate stream changes).
 """
 
@@ -26,6 +26,12 @@ DEFLATED_TS = "1.2.840.10008.1.2.1.99"
 
 _BINARY_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UV", "AT", "FL", "FD", "SL", "SS", "UL", "US"}
 _COPY_CHUNK = 1024 * 1024
+# Text elements that may be absent but never empty (Type 1C wherever they occur): one that the
+# IDs leave empty is removed. Every other element is kept with an empty value (Type 2 elements
+# such as PatientID must stay present). Measured with dciodvfy: an empty (0010,2201) is an error.
+REMOVED_WHEN_EMPTY = frozenset({
+    0x00102201,  # Patient Species Description (Patient module, Type 1C)
+})
 
 
 class PatchError(ValueError):
@@ -103,6 +109,12 @@ def encode_element(span: ElementSpan, value: bytes) -> bytes:
     return header + value
 
 
+def _replacement(span: ElementSpan, new_value: bytes) -> bytes:
+    if not new_value and span.tag in REMOVED_WHEN_EMPTY:
+        return b""
+    return encode_element(span, new_value)
+
+
 def _patched_head(head: bytearray, span: ElementSpan, delta: int) -> bytearray:
     """Fix a legacy group length (gggg,0000) that covers the element, if the file has one."""
     if span.group_length_value_at is not None and delta:
@@ -116,12 +128,13 @@ def _patched_head(head: bytearray, span: ElementSpan, delta: int) -> bytearray:
 def splice_file(source: IO[bytes], target: IO[bytes], span: ElementSpan, new_value: bytes) -> None:
     """Copy ``source`` to ``target`` with the element's value replaced.
 
-    An empty value keeps the element with length 0: removing it would make the file invalid
-    when the element is Type 2 (PatientID, AccessionNumber…). ``span`` offsets are absolute
+    An empty value keeps the element with length 0 (removing it would make the file invalid
+    when the element is Type 2: PatientID, AccessionNumber…), except for the Type 1C elements in
+    ``REMOVED_WHEN_EMPTY``, which are removed. ``span`` offsets are absolute
     file offsets (pydicom's case for non-deflated files). Only the bytes before the element
     are held in memory; the rest is streamed.
     """
-    replacement = encode_element(span, new_value)
+    replacement = _replacement(span, new_value)
     delta = len(replacement) - (span.end - span.header_start)
     source.seek(0)
     head = bytearray(source.read(span.header_start))
@@ -137,7 +150,7 @@ def splice_deflated(source: IO[bytes], target: IO[bytes], span: ElementSpan, new
     source.seek(0)
     meta = source.read(dataset_offset)
     inflated = zlib.decompress(source.read(), -zlib.MAX_WBITS)
-    replacement = encode_element(span, new_value)
+    replacement = _replacement(span, new_value)
     delta = len(replacement) - (span.end - span.header_start)
     head = _patched_head(bytearray(inflated[: span.header_start]), span, delta)
     patched = bytes(head) + replacement + inflated[span.end :]

@@ -62,9 +62,10 @@ def display_patient_name(dicom_name: str) -> str:
     name may have only ideographic and phonetic groups). Several values (``SMITH\\JONES``)
     are joined with ``, `` — or ``; `` when a value itself has a comma (``SMITH, John; JONES, Mary``).
     """
-    people = [person for person in (_one_person(value) for value in dicom_name.split("\\")) if person]
+    values = without_crid_text(visible(dicom_name)).split("\\")
+    people = [person for person in (_one_person(value) for value in values) if person]
     separator = "; " if any(", " in person for person in people) else ", "
-    return without_crid_text(visible(separator.join(people))).strip()
+    return separator.join(people)
 
 
 def display_date(dicom_date: str) -> str:
