@@ -113,11 +113,6 @@ def split_crids(value: bytes) -> CridSplit:
     return CridSplit(kept=kept, ids=distinct)
 
 
-def holds_crid_text(text: str) -> bool:
-    """Whether decoded text (a name field, a log-book column) holds recipient-ID text."""
-    return _FRAGMENT.search(text.encode("utf-8", "surrogatepass")) is not None
-
-
 def without_crid_text(text: str) -> str:
     """Decoded text with every recipient-ID fragment removed (for names and the log book)."""
     raw = text.encode("utf-8", "surrogatepass")

@@ -1,14 +1,18 @@
 """ZIP names (manual §4): the example from the manual, and properties that must always hold."""
 
 import re
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge.aggregator import safe_key
+from bridge.crid import CridSplit
+from bridge.instance import InstanceHeader, StudyFields
 from bridge.naming import ZipNameParts, display_date, display_patient_name, log_columns, modality_field, zip_name
 from bridge.visible_text import is_visible
+from bridge.zipper import name_parts, summarize
 
 UID = "1.3.46.670589.16.2.2.192.30.0.171.20040722.72143.104226"
 BAD_UID = "1.2.\ufffd3"  # a UID with a non-ASCII byte, as the header walk decodes it
@@ -69,7 +73,8 @@ def test_log_book_columns_are_one_visible_line():
 
 _ILLEGAL = re.compile(r'[\\/:*?"<>|]')
 _DEVICE = re.compile(r"(CON|PRN|AUX|NUL|COM[0-9¹²³]|LPT[0-9¹²³])\s*(\.|$)", re.IGNORECASE)
-_any_text = st.text(st.characters(codec="utf-8"), max_size=80) | st.text(max_size=400)
+_any_text = (st.text(st.characters(codec="utf-8"), max_size=80) | st.text(max_size=400)
+             | st.binary(max_size=80).map(lambda raw: raw.decode("ascii", "replace")))  # as the header walk decodes
 
 
 def _assert_legal_everywhere(name: str) -> None:
@@ -90,3 +95,20 @@ def test_any_field_text_gives_a_legal_visible_name(patient, birth, sex, date, mo
     _assert_legal_everywhere(name)
     expected_uid = safe_key(uid) + (f"-{clash}" if clash > 1 else "")
     assert name.endswith(f"_{expected_uid}" + (f"_{suffix}" if suffix else "") + ".zip")
+
+
+_image_ids = st.lists(st.text(alphabet="0123456789", min_size=16, max_size=16), max_size=5, unique=True)
+
+
+@given(per_image=st.lists(_image_ids, min_size=1, max_size=6), patient=_any_text, uid=_any_text,
+       clash=st.integers(min_value=1, max_value=10_000))
+def test_any_number_of_ids_in_a_study_gives_a_name_that_fits(per_image, patient, uid, clash):
+    headers = [InstanceHeader(Path(f"{n}.dcm"), f"1.{n}", "1.1", uid, "CT", "1.2.840.10008.1.2.1",
+                              crid=CridSplit(kept=b"", ids=tuple(ids))) for n, ids in enumerate(per_image)]
+    summary = summarize(headers, StudyFields(patient, "19290505", "M", "20040722", ""))
+    distinct = len({crid for ids in per_image for crid in ids})
+    assert len(summary.crids) == (distinct if distinct <= 5 else 0)
+    assert (f"{distinct} distinct recipient IDs" in " ".join(summary.warnings)) == (distinct > 5)
+    name = zip_name(name_parts(summary), clash)
+    _assert_legal_everywhere(name)
+    assert name.endswith("".join(f"CRID#{crid}" for crid in summary.crids) + ".zip")
