@@ -14,7 +14,7 @@ import shutil
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Protocol
 
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
@@ -32,6 +32,12 @@ _COPY_CHUNK = 1024 * 1024
 REMOVED_WHEN_EMPTY = frozenset({
     0x00102201,  # Patient Species Description (Patient module, Type 1C)
 })
+
+
+class ByteSink(Protocol):
+    """Where a spliced file goes: a ZIP member, or a wrapper that watches the bytes."""
+
+    def write(self, data: bytes | bytearray, /) -> int: ...
 
 
 class PatchError(ValueError):
@@ -125,7 +131,7 @@ def _patched_head(head: bytearray, span: ElementSpan, delta: int) -> bytearray:
     return head
 
 
-def splice_file(source: IO[bytes], target: IO[bytes], span: ElementSpan, new_value: bytes) -> None:
+def splice_file(source: IO[bytes], target: ByteSink, span: ElementSpan, new_value: bytes) -> None:
     """Copy ``source`` to ``target`` with the element's value replaced.
 
     An empty value keeps the element with length 0 (removing it would make the file invalid
@@ -144,7 +150,7 @@ def splice_file(source: IO[bytes], target: IO[bytes], span: ElementSpan, new_val
     shutil.copyfileobj(source, target, _COPY_CHUNK)
 
 
-def splice_deflated(source: IO[bytes], target: IO[bytes], span: ElementSpan, new_value: bytes,
+def splice_deflated(source: IO[bytes], target: ByteSink, span: ElementSpan, new_value: bytes,
                     dataset_offset: int) -> None:
     """As :func:`splice_file` for a deflated dataset: ``span`` is relative to the inflated stream."""
     source.seek(0)

@@ -13,13 +13,13 @@ import shutil
 import threading
 import uuid
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from isal import isal_zlib
 
 from .aggregator import PendingStudy, safe_key
-from .crid import MAX_IDS, format_ids, merge_ids
+from .crid import MAX_IDS, PrefixWatch, format_ids, merge_ids
 from .dicom_patch import dataset_offset, splice_deflated, splice_file
 from .instance import InstanceHeader, StudyFields, read_instance, read_study_fields
 from .layout import StorageLayout, fsync_path, is_disk_full_error, link_without_overwrite
@@ -99,19 +99,37 @@ def _arcname(header: InstanceHeader) -> str:
     return f"{safe_key(header.series_uid or 'series')}/{safe_key(header.sop_uid or header.path.stem)}.dcm"
 
 
-def _write_member(archive: zipfile.ZipFile, header: InstanceHeader) -> None:
-    """Add one file, stripping its CRID suffix without touching any other byte."""
+def _write_member(archive: zipfile.ZipFile, header: InstanceHeader) -> str:
+    """Add one file, stripping its recipient-ID text without touching any other byte.
+
+    Returns where ``CRID#`` text is still in the member's bytes (outside the element the IDs
+    were cut from: another element, a sequence item), else an empty string. Deflated datasets
+    are not looked into.
+    """
     compress = zipfile.ZIP_STORED if header.pixel_data_compressed else zipfile.ZIP_DEFLATED
     info = zipfile.ZipInfo.from_file(header.path, _arcname(header))
     info.compress_type = compress
     span, crid = header.crid_span, header.crid
     with open(header.path, "rb") as source, archive.open(info, "w", force_zip64=True) as member:
+        watch = PrefixWatch(member)
         if span is None or crid is None or not crid.found_suffix:
-            shutil.copyfileobj(source, member, 1024 * 1024)
+            shutil.copyfileobj(source, watch, 1024 * 1024)
         elif header.deflated:
             splice_deflated(source, member, span, crid.kept, dataset_offset(source))
         else:
-            splice_file(source, member, span, crid.kept)
+            splice_file(source, watch, span, crid.kept)
+    if watch.found_at is None or header.deflated:
+        return ""
+    return f"{info.filename} at byte {watch.found_at}"
+
+
+def _with_leftovers(summary: StudySummary, leftovers: list[str]) -> StudySummary:
+    """A study whose files still hold ``CRID#`` text goes to Inbox_Manual, with the first place named."""
+    if not leftovers:
+        return summary
+    warning = (f"'CRID#' text outside the recipient-ID element in {len(leftovers)} of {summary.image_count} "
+               f"files (first: {leftovers[0]}), not removed: check the files before forwarding")
+    return replace(summary, crids=(), warnings=(*summary.warnings, warning))
 
 
 def name_parts(summary: StudySummary) -> ZipNameParts:
@@ -163,14 +181,16 @@ class Zipper:
             raise ValueError("the study folder holds no images")
         summary = summarize(headers, read_study_fields(headers[0].path))
         staging = self.layout.staging / f"{uuid.uuid4().hex}.zip.part"
+        leftovers: list[str] = []
         try:
             with zipfile.ZipFile(staging, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
                 for header in headers:
                     if self.stop.is_set():
                         raise ZippingAborted("bridge stopping")
-                    _write_member(archive, header)
+                    leftovers.append(_write_member(archive, header))
                     _start_writeback(archive)
             fsync_path(staging)
+            summary = _with_leftovers(summary, [text for text in leftovers if text])
             inbox = self.layout.inbox_auto if summary.crids else self.layout.inbox_manual
             target = place_without_clash(staging, inbox, name_parts(summary))
             fsync_path(inbox)

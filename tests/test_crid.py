@@ -1,9 +1,12 @@
 """Recipient-ID parsing (manual §3): prefix text survives, and no recipient-ID text is ever kept."""
 
+import io
+import itertools
+
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.crid import format_ids, merge_ids, split_crids
+from bridge.crid import PrefixWatch, format_ids, merge_ids, split_crids
 
 ID_A, ID_B = "1234567890123456", "9876543210987654"
 
@@ -98,3 +101,32 @@ def test_no_crid_text_is_ever_kept(value):
     if result.ids:
         assert all(len(i) == 16 and i.isdigit() for i in result.ids) and len(result.ids) <= 5
         assert not result.malformed
+
+
+@given(before=st.binary(max_size=300), after=st.binary(max_size=300), prefix=st.sampled_from([b"CRID#", b"crid#"]),
+       cuts=st.lists(st.integers(min_value=0, max_value=610), max_size=6))
+def test_the_prefix_watch_finds_text_split_over_any_chunks(before, after, prefix, cuts):
+    data = before.replace(b"CRID#", b"").replace(b"crid#", b"") + prefix + after
+    sink = io.BytesIO()
+    watch = PrefixWatch(sink)
+    edges = sorted({0, len(data), *(c for c in cuts if c < len(data))})
+    for start, end in itertools.pairwise(edges):
+        watch.write(data[start:end])
+    assert sink.getvalue() == data
+    assert watch.found_at == min(at for at in (data.find(b"CRID#"), data.find(b"crid#")) if at >= 0)
+
+
+def test_the_prefix_watch_stays_quiet_without_the_prefix():
+    watch = PrefixWatch(io.BytesIO())
+    for chunk in (b"CRI", b"D", b"-crid", b" #"):
+        watch.write(chunk)
+    assert watch.found_at is None
+
+
+def test_the_prefix_watch_looks_at_the_first_bytes_only():
+    for start, found in [(95, 95), (96, 96), (101, None)]:  # a prefix that starts in the window is found
+        watch = PrefixWatch(io.BytesIO(), watched_bytes=100)
+        data = b"x" * start + b"CRID#" + b"y" * 50
+        for at in range(0, len(data), 7):
+            watch.write(data[at : at + 7])
+        assert watch.found_at == found, start

@@ -135,6 +135,28 @@ def test_more_than_five_recipients_in_a_study_go_to_manual_stripped(running_brid
     assert row.status == WARNING and f"{distinct} distinct recipient IDs" in row.detail and not row.crid
 
 
+def test_crid_text_left_in_another_element_sends_the_study_to_manual(running_bridge, tmp_path):
+    """The IDs are cut from the configured element only; a copy elsewhere (here the PACS kept the
+    old address in Original Attributes, and a description) must not go out unnoticed."""
+
+    def copy_elsewhere(dataset: Dataset) -> None:
+        original = Dataset()
+        original.PatientSpeciesDescription = f"Dog CRID#{ID_A}"
+        modified = Dataset()
+        modified.ModifiedAttributesSequence = [original]
+        modified.ModifyingSystem = "PACS"
+        dataset.OriginalAttributesSequence = [modified]
+
+    study = make_study(tmp_path / "s", count=2, crid_value=f"Dog CRID#{ID_A}", customize=copy_elsewhere)
+    run_storescu(running_bridge.port, [str(f) for f in study.files])
+    running_bridge.wait_routed(1)
+    assert running_bridge.zips(INBOX_AUTO) == []
+    zip_path = _zip_of(running_bridge, INBOX_MANUAL, study.uid)
+    assert _element_values(zip_path, "PatientSpeciesDescription") == {"Dog"}
+    row = _row_for(running_bridge, zip_path)
+    assert row.status == WARNING and "'CRID#' text outside the recipient-ID element" in row.detail and not row.crid
+
+
 # -- item 8: the element is kept, and the files stay valid ------------------------------------
 @pytest.mark.parametrize("keyword,group,element", [
     ("PatientID", "0010", "0020"),                # LO, Type 2 in every image IOD
@@ -184,7 +206,7 @@ NAME_CASES = [
     ("..^..", "", ".., .."),
     ("SMITH\\JONES", "SMITH, JONES", "SMITH, JONES"),
     ("EVIL\u202e^x\ty\u2066", "EVIL, x y", "EVIL, x y"),
-    (f"Rex CRID#{ID_B}^Dog", "Rex, Dog", "Rex, Dog"),
+    (f"Rex CRID#{ID_B}^Dog", "Rex, Dog", "Rex, Dog"),  # still in the file: manual, see below
 ]
 
 
@@ -196,11 +218,17 @@ def test_names_from_hostile_patient_names_are_visible_and_honest(running_bridge,
     running_bridge.wait_routed(len(studies))
 
     for study, (patient, in_name, in_log_book) in zip(studies, NAME_CASES):
-        zip_path = _zip_of(running_bridge, INBOX_AUTO, study.uid)
-        assert zip_path.name == f"{in_name}_1929-05-05_M_2004-07-22_CT_{study.uid}_CRID#{ID_A}.zip", patient
-        assert _row_for(running_bridge, zip_path).patient_name == in_log_book
-    assert sorted(running_bridge.storage.joinpath(INBOX_AUTO).glob("*.zip")) == running_bridge.zips(INBOX_AUTO)
-    assert not [p for p in running_bridge.storage.joinpath(INBOX_AUTO).iterdir() if p.name.startswith((".", " "))]
+        left_in_file = "CRID#" in patient  # only the configured element is rewritten
+        inbox, suffix = (INBOX_MANUAL, "") if left_in_file else (INBOX_AUTO, f"_CRID#{ID_A}")
+        zip_path = _zip_of(running_bridge, inbox, study.uid)
+        assert zip_path.name == f"{in_name}_1929-05-05_M_2004-07-22_CT_{study.uid}{suffix}.zip", patient
+        row = _row_for(running_bridge, zip_path)
+        assert row.patient_name == in_log_book
+        assert ("'CRID#' text outside the recipient-ID element" in row.detail) == left_in_file
+    for inbox in (INBOX_AUTO, INBOX_MANUAL):
+        folder = running_bridge.storage / inbox
+        assert sorted(folder.glob("*.zip")) == sorted(folder.iterdir())  # nothing hidden from *.zip
+        assert not [p for p in folder.iterdir() if p.name.startswith((".", " "))]
 
 
 def _japanese_copy(folder: Path, patient_name: str) -> tuple[Path, str]:
