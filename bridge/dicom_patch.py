@@ -3,7 +3,8 @@
 The recipient IDs must leave the file, but the PACS's bytes must not: no decoding and
 re-encoding of the dataset (which would change padding, VRs, private tags or pixel data).
 We locate the element's header and value in the file and splice in the new value, adjusting a
-legacy group-length element if one covers it. Deflated datasets are inflated, spliced and
+legacy group-length element if one covers it. The element stays, with an empty value when
+nothing is left, unless an empty value is invalid for it (``REMOVED_WHEN_EMPTY``). Deflated datasets are inflated, spliced and
 deflated again (their *dataset* bytes stay as received; only the deflate stream changes).
 """
 
@@ -13,7 +14,7 @@ import shutil
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import IO, Protocol
 
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
@@ -25,6 +26,18 @@ DEFLATED_TS = "1.2.840.10008.1.2.1.99"
 
 _BINARY_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UV", "AT", "FL", "FD", "SL", "SS", "UL", "US"}
 _COPY_CHUNK = 1024 * 1024
+# Text elements that may be absent but never empty (Type 1C wherever they occur): one that the
+# IDs leave empty is removed. Every other element is kept with an empty value (Type 2 elements
+# such as PatientID must stay present). Measured with dciodvfy: an empty (0010,2201) is an error.
+REMOVED_WHEN_EMPTY = frozenset({
+    0x00102201,  # Patient Species Description (Patient module, Type 1C)
+})
+
+
+class ByteSink(Protocol):
+    """Where a spliced file goes: a ZIP member, or a wrapper that watches the bytes."""
+
+    def write(self, data: bytes | bytearray, /) -> int: ...
 
 
 class PatchError(ValueError):
@@ -102,8 +115,10 @@ def encode_element(span: ElementSpan, value: bytes) -> bytes:
     return header + value
 
 
-def _replacement(span: ElementSpan, new_value: bytes | None) -> bytes:
-    return b"" if not new_value else encode_element(span, new_value)
+def _replacement(span: ElementSpan, new_value: bytes) -> bytes:
+    if not new_value and span.tag in REMOVED_WHEN_EMPTY:
+        return b""
+    return encode_element(span, new_value)
 
 
 def _patched_head(head: bytearray, span: ElementSpan, delta: int) -> bytearray:
@@ -116,11 +131,14 @@ def _patched_head(head: bytearray, span: ElementSpan, delta: int) -> bytearray:
     return head
 
 
-def splice_file(source: BinaryIO, target: BinaryIO, span: ElementSpan, new_value: bytes | None) -> None:
-    """Copy ``source`` to ``target`` with the element replaced (or removed when value is empty).
+def splice_file(source: IO[bytes], target: ByteSink, span: ElementSpan, new_value: bytes) -> None:
+    """Copy ``source`` to ``target`` with the element's value replaced.
 
-    ``span`` offsets are absolute file offsets (pydicom's case for non-deflated files). Only
-    the bytes before the element are held in memory; the rest is streamed.
+    An empty value keeps the element with length 0 (removing it would make the file invalid
+    when the element is Type 2: PatientID, AccessionNumber…), except for the Type 1C elements in
+    ``REMOVED_WHEN_EMPTY``, which are removed. ``span`` offsets are absolute
+    file offsets (pydicom's case for non-deflated files). Only the bytes before the element
+    are held in memory; the rest is streamed.
     """
     replacement = _replacement(span, new_value)
     delta = len(replacement) - (span.end - span.header_start)
@@ -132,7 +150,7 @@ def splice_file(source: BinaryIO, target: BinaryIO, span: ElementSpan, new_value
     shutil.copyfileobj(source, target, _COPY_CHUNK)
 
 
-def splice_deflated(source: BinaryIO, target: BinaryIO, span: ElementSpan, new_value: bytes | None,
+def splice_deflated(source: IO[bytes], target: ByteSink, span: ElementSpan, new_value: bytes,
                     dataset_offset: int) -> None:
     """As :func:`splice_file` for a deflated dataset: ``span`` is relative to the inflated stream."""
     source.seek(0)
@@ -147,7 +165,7 @@ def splice_deflated(source: BinaryIO, target: BinaryIO, span: ElementSpan, new_v
     target.write(compressor.compress(patched) + compressor.flush())
 
 
-def dataset_offset(source: BinaryIO) -> int:
+def dataset_offset(source: IO[bytes]) -> int:
     """Offset of the dataset after the 128-byte preamble, 'DICM' and the group-0002 meta."""
     source.seek(0)
     offset = dataset_start(source.read(SCAN_BYTES))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.uid import UID
 
 from .crid import CridSplit, split_crids
@@ -93,7 +94,10 @@ def read_study_uid(path: Path) -> str:
 
 
 def _text(dataset: Dataset, keyword: str) -> str:
+    """A decoded value as DICOM writes it: several values joined with a backslash (not "['A', 'B']")."""
     value = dataset.get(keyword, "")
+    if isinstance(value, MultiValue):
+        return "\\".join("" if item is None else str(item).strip() for item in value)
     return "" if value is None else str(value).strip()
 
 

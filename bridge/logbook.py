@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from .events import EventBus, LogBookEntryAdded
+from .visible_text import visible
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ _COLUMNS = (
     "timestamp", "patient_name", "birth_date", "study_date", "modality", "image_count",
     "study_description", "action", "status", "crid", "detail", "target",
 )
+_TEXT_COLUMNS = tuple(name for name in _COLUMNS if name not in ("timestamp", "image_count"))
 
 
 @dataclass
@@ -79,7 +81,13 @@ class LogBook:
 
         Never raises: when the database cannot be written (disk full, I/O error) the row waits
         in memory and is written with the next row that succeeds; the worker carries on.
+        Text columns are stored on one visible line: values from a sender's files (names, error
+        messages quoting them) could hold tabs, newlines or bidirectional overrides.
         """
+        for name in _TEXT_COLUMNS:
+            value = getattr(entry, name)
+            if isinstance(value, str):
+                setattr(entry, name, visible(value))
         with self._lock:
             self._backlog.append(entry)
             try:

@@ -13,13 +13,13 @@ import shutil
 import threading
 import uuid
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from isal import isal_zlib
 
 from .aggregator import PendingStudy, safe_key, spool_key
-from .crid import format_ids, merge_ids
+from .crid import MAX_IDS, PrefixWatch, format_ids, merge_ids
 from .dicom_patch import dataset_offset, splice_deflated, splice_file
 from .instance import InstanceHeader, StudyFields, read_instance, read_study_fields
 from .layout import StorageLayout, fsync_path, is_disk_full_error, link_without_overwrite
@@ -65,19 +65,28 @@ class ZipOutcome:
 
 
 def summarize(headers: list[InstanceHeader], first: StudyFields) -> StudySummary:
-    """Study fields from the first image; recipient IDs merged over all images (manual §3)."""
+    """Study fields from the first image; recipient IDs merged over all images (manual §3).
+
+    The study routes to Inbox_Auto only when every image's recipient-ID text was clean and
+    the study has at most five distinct IDs; otherwise it goes to Inbox_Manual with a warning
+    (the IDs are stripped from every file either way).
+    """
     warnings: list[str] = []
     id_lists = [h.crid.ids for h in headers if h.crid is not None and h.crid.ids]
     malformed = sorted({h.crid.malformed for h in headers if h.crid is not None and h.crid.malformed})
     if malformed:
-        warnings.append("malformed recipient IDs removed, study needs manual forwarding: " + "; ".join(malformed))
+        warnings.append("malformed recipient-ID text removed, study needs manual forwarding: " + "; ".join(malformed))
     if len(set(id_lists)) > 1:
         warnings.append("images of this study carry different recipient IDs: " +
                         ", ".join(sorted({format_ids(ids) for ids in id_lists})))
+    merged = merge_ids(id_lists)
+    if len(merged) > MAX_IDS:
+        warnings.append(f"{len(merged)} distinct recipient IDs in this study, at most {MAX_IDS} allowed: "
+                        "IDs removed, study needs manual forwarding")
     study_uids = {h.study_uid for h in headers}
     if len(study_uids) > 1:
         raise ValueError(f"files of different studies in one spool folder: {sorted(study_uids)}")
-    crids = () if malformed else merge_ids(id_lists)
+    crids = () if malformed or len(merged) > MAX_IDS else merged
     return StudySummary(
         patient_name=first.patient_name, birth_date=first.birth_date, sex=first.sex,
         study_date=first.study_date, modality=modality_field(tuple(h.modality for h in headers)),
@@ -103,19 +112,37 @@ def member_names(headers: list[InstanceHeader]) -> list[str]:
     return names
 
 
-def _write_member(archive: zipfile.ZipFile, header: InstanceHeader, name: str) -> None:
-    """Add one file, stripping its CRID suffix without touching any other byte."""
+def _write_member(archive: zipfile.ZipFile, header: InstanceHeader, name: str) -> str:
+    """Add one file, stripping its recipient-ID text without touching any other byte.
+
+    Returns where ``CRID#`` text is still in the member's bytes (outside the element the IDs
+    were cut from: another element, a sequence item), else an empty string. Deflated datasets
+    are not looked into.
+    """
     compress = zipfile.ZIP_STORED if header.pixel_data_compressed else zipfile.ZIP_DEFLATED
     info = zipfile.ZipInfo.from_file(header.path, name)
     info.compress_type = compress
-    needs_patch = header.crid is not None and header.crid.found_suffix and header.crid_span is not None
+    span, crid = header.crid_span, header.crid
     with open(header.path, "rb") as source, archive.open(info, "w", force_zip64=True) as member:
-        if not needs_patch:
-            shutil.copyfileobj(source, member, 1024 * 1024)
+        watch = PrefixWatch(member)
+        if span is None or crid is None or not crid.found_suffix:
+            shutil.copyfileobj(source, watch, 1024 * 1024)
         elif header.deflated:
-            splice_deflated(source, member, header.crid_span, header.crid.kept, dataset_offset(source))
+            splice_deflated(source, member, span, crid.kept, dataset_offset(source))
         else:
-            splice_file(source, member, header.crid_span, header.crid.kept)
+            splice_file(source, watch, span, crid.kept)
+    if watch.found_at is None or header.deflated:
+        return ""
+    return f"{info.filename} at byte {watch.found_at}"
+
+
+def _with_leftovers(summary: StudySummary, leftovers: list[str]) -> StudySummary:
+    """A study whose files still hold ``CRID#`` text goes to Inbox_Manual, with the first place named."""
+    if not leftovers:
+        return summary
+    warning = (f"'CRID#' text outside the recipient-ID element in {len(leftovers)} of {summary.image_count} "
+               f"files (first: {leftovers[0]}), not removed: check the files before forwarding")
+    return replace(summary, crids=(), warnings=(*summary.warnings, warning))
 
 
 def name_parts(summary: StudySummary) -> ZipNameParts:
@@ -167,14 +194,16 @@ class Zipper:
             raise ValueError("the study folder holds no images")
         summary = summarize(headers, read_study_fields(headers[0].path))
         staging = self.layout.staging / f"{uuid.uuid4().hex}.zip.part"
+        leftovers: list[str] = []
         try:
             with zipfile.ZipFile(staging, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
                 for header, name in zip(headers, member_names(headers)):
                     if self.stop.is_set():
                         raise ZippingAborted("bridge stopping")
-                    _write_member(archive, header, name)
+                    leftovers.append(_write_member(archive, header, name))
                     _start_writeback(archive)
             fsync_path(staging)
+            summary = _with_leftovers(summary, [text for text in leftovers if text])
             inbox = self.layout.inbox_auto if summary.crids else self.layout.inbox_manual
             target = place_without_clash(staging, inbox, name_parts(summary))
             fsync_path(inbox)

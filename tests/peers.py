@@ -51,6 +51,13 @@ def system_tool(name: str, package: str) -> str:
     return path  # type: ignore[return-value]
 
 
+def dciodvfy_errors(path: str) -> set[str]:
+    """The 'Error' lines dicom3tools' dciodvfy reports for a file (compare before/after)."""
+    result = subprocess.run([system_tool("dciodvfy", "dicom3tools"), path], capture_output=True, text=True,
+                            timeout=60, check=False)
+    return {line.strip() for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")}
+
+
 def storescu_args(ae_called: str, port: int, files: list[str], *extra: str) -> list[str]:
     """A DCMTK storescu command proposing exactly the files' own transfer syntaxes where possible."""
     return [dcmtk("storescu"), "-aec", ae_called, "-aet", "TESTSCU", *extra, "127.0.0.1", str(port), *files]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
+from pydicom.datadict import tag_for_keyword
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from bridge.crid import split_crids
@@ -20,6 +21,7 @@ from bridge.instance import read_instance
 from .studies import BIG_ENDIAN, CRID_TAG, CT, DEFLATED, template
 
 ID = "1234567890123456"
+PATIENT_ID = 0x00100020
 
 
 def _write(dataset, path: Path, syntax=None) -> bytes:
@@ -29,8 +31,8 @@ def _write(dataset, path: Path, syntax=None) -> bytes:
     return path.read_bytes()
 
 
-def _spliced(path: Path) -> bytes:
-    header = read_instance(path, CRID_TAG)
+def _spliced(path: Path, tag: int = CRID_TAG) -> bytes:
+    header = read_instance(path, tag)
     out = io.BytesIO()
     with open(path, "rb") as source:
         if header.deflated:
@@ -41,18 +43,20 @@ def _spliced(path: Path) -> bytes:
 
 
 @pytest.mark.parametrize("sample,syntax", [(CT, None), (CT, ImplicitVRLittleEndian), (BIG_ENDIAN, None)])
+@pytest.mark.parametrize("keyword", ["PatientSpeciesDescription", "PatientID", "PatientComments"])
 @pytest.mark.parametrize("value,kept", [(f"Main Street 5 CRID#{ID}", "Main Street 5"),
-                                         (f"Odd CRID#{ID}", "Odd"), (f"CRID#{ID}", None)])
-def test_splice_equals_a_file_written_without_the_ids(tmp_path, sample, syntax, value, kept):
+                                         (f"Odd CRID#{ID}", "Odd"), (f"CRID#{ID}", ""),
+                                         (f"x CRID#{ID} CRID#{ID[::-1]}", "x"), (f"CRID#{ID} hello", "hello")])
+def test_splice_equals_a_file_written_without_the_ids(tmp_path, sample, syntax, keyword, value, kept):
     dataset = template(sample)
-    dataset.PatientSpeciesDescription = value
+    setattr(dataset, keyword, value)
     _write(dataset, tmp_path / "with.dcm", syntax)
-    if kept is None:
-        del dataset.PatientSpeciesDescription
+    if kept or keyword != "PatientSpeciesDescription":
+        setattr(dataset, keyword, kept)  # an empty value keeps the element (length 0)…
     else:
-        dataset.PatientSpeciesDescription = kept
+        delattr(dataset, keyword)  # …except a Type 1C element, which may be absent but not empty
     expected = _write(dataset, tmp_path / "without.dcm", syntax)
-    assert _spliced(tmp_path / "with.dcm") == expected
+    assert _spliced(tmp_path / "with.dcm", tag_for_keyword(keyword)) == expected
 
 
 def _with_group_length(path: Path) -> bytes:
@@ -67,24 +71,29 @@ def _with_group_length(path: Path) -> bytes:
     return raw[:start] + element + raw[start:]
 
 
-def test_legacy_group_length_is_corrected(tmp_path):
+@pytest.mark.parametrize("value,kept", [(f"Dog CRID#{ID}", "Dog"), (f"CRID#{ID}", None)])
+def test_legacy_group_length_is_corrected(tmp_path, value, kept):
     dataset = template(CT)
-    dataset.PatientSpeciesDescription = f"Dog CRID#{ID}"
+    dataset.PatientSpeciesDescription = value
     _write(dataset, tmp_path / "plain_with.dcm")
     (tmp_path / "with.dcm").write_bytes(_with_group_length(tmp_path / "plain_with.dcm"))
-    dataset.PatientSpeciesDescription = "Dog"
+    if kept is None:
+        del dataset.PatientSpeciesDescription
+    else:
+        dataset.PatientSpeciesDescription = kept
     _write(dataset, tmp_path / "plain_without.dcm")
     expected = _with_group_length(tmp_path / "plain_without.dcm")
     assert _spliced(tmp_path / "with.dcm") == expected
 
 
-def test_deflated_dataset_keeps_its_inflated_bytes(tmp_path):
+@pytest.mark.parametrize("value,kept", [(f"Cat CRID#{ID}", "Cat"), (f"CRID#{ID}", "")])
+def test_deflated_dataset_keeps_its_inflated_bytes(tmp_path, value, kept):
     dataset = template(DEFLATED)
-    dataset.PatientSpeciesDescription = f"Cat CRID#{ID}"
+    dataset.PatientID = value
     _write(dataset, tmp_path / "with.dcm", DeflatedExplicitVRLittleEndian)
-    dataset.PatientSpeciesDescription = "Cat"
+    dataset.PatientID = kept
     expected = _write(dataset, tmp_path / "without.dcm", DeflatedExplicitVRLittleEndian)
-    out = _spliced(tmp_path / "with.dcm")
+    out = _spliced(tmp_path / "with.dcm", PATIENT_ID)
     with open(tmp_path / "without.dcm", "rb") as handle:
         offset = dataset_offset(handle)
     assert out[:offset] == expected[:offset]

@@ -1,12 +1,21 @@
 """ZIP names (manual §4): the example from the manual, and properties that must always hold."""
 
 import re
+from pathlib import Path
 
-from hypothesis import given, strategies as st
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from bridge.naming import ZipNameParts, display_date, display_patient_name, modality_field, zip_name
+from bridge.aggregator import safe_key
+from bridge.crid import CridSplit
+from bridge.instance import InstanceHeader, StudyFields
+from bridge.naming import ZipNameParts, display_date, display_patient_name, log_columns, modality_field, zip_name
+from bridge.visible_text import is_visible
+from bridge.zipper import name_parts, summarize
 
 UID = "1.3.46.670589.16.2.2.192.30.0.171.20040722.72143.104226"
+BAD_UID = "1.2.\ufffd3"  # a UID with a non-ASCII byte, as the header walk decodes it
 
 
 def test_the_manuals_example():
@@ -34,22 +43,72 @@ def test_modalities_most_frequent_first():
 
 
 def test_illegal_characters_replaced():
-    parts = ZipNameParts('A/B\\C:D*E?F"G<H>I|J\x01', "", "", "", ("C:T",), "1.2")
+    parts = ZipNameParts('A/B:C*D?E"F<G>H|I\x01J', "", "", "", ("C:T",), "1.2")
     name = zip_name(parts)
-    assert name.startswith("A-B-C-D-E-F-G-H-I-J-") and "_C-T_" in name
+    assert name.startswith("A-B-C-D-E-F-G-H-I J_") and "_C-T_" in name
 
 
-_ILLEGAL = re.compile(r'[\\/:*?"<>|\x00-\x1f\x7f]')
+@pytest.mark.parametrize("patient,shown", [
+    (".hidden^name", "hidden, name"), ("..^..", ""), (" ^x", "x"), ("-rf^x", "rf, x"),
+    ("=山田^太郎=やまだ^たろう", "山田, 太郎"), ("==やまだ^たろう", "やまだ, たろう"), ("Yamada^Tarou=山田^太郎", "Yamada, Tarou"),
+    ("SMITH\\JONES", "SMITH, JONES"), ("SMITH^John\\JONES^Mary", "SMITH, John; JONES, Mary"),
+    ("A\tB\nC^D", "A B C, D"), ("\u202eevil\u2066x\u200b^y", "evilx, y"), ("CON.x^y", "CON-x, y"),
+    ("nul .a^b", "nul-a, b"), (f"CRID#{'1' * 16}^Fido", "Fido"), ("CRI\u200bD#12345^Fido", "Fido"),
+])
+def test_patient_names_are_visible_readable_and_honest(patient, shown):
+    assert zip_name(ZipNameParts(patient, "", "", "", ("CT",), "1.2")) == f"{shown}____CT_1.2.zip"
 
 
-@given(patient=st.text(max_size=400), birth=st.text(max_size=12), sex=st.text(max_size=4),
-       date=st.text(max_size=12), modalities=st.lists(st.text(max_size=4), max_size=5),
+def test_other_fields_show_no_bad_input():
+    parts = ZipNameParts("A", "19290505\\19300101", "M\u202e\t", "2004\n0722", ("C\uFFFDT", "\x01"), BAD_UID)
+    name = zip_name(parts)
+    assert name.startswith("A_1929-05-05_M__C-T_x") and "_C-T_" in name and "\ufffd" not in name
+    assert name.endswith(f"_{safe_key(BAD_UID)}.zip") and safe_key(BAD_UID).startswith("x")
+
+
+def test_log_book_columns_are_one_visible_line():
+    columns = log_columns("=山田^太郎", "19290505", "", "Knee\u202e\r\nleft\tside", "CT")
+    assert columns["patient_name"] == "山田, 太郎" and columns["study_description"] == "Knee  left side"
+
+
+_ILLEGAL = re.compile(r'[\\/:*?"<>|]')
+_DEVICE = re.compile(r"(CON|PRN|AUX|NUL|COM[0-9¹²³]|LPT[0-9¹²³])\s*(\.|$)", re.IGNORECASE)
+_any_text = (st.text(st.characters(codec="utf-8"), max_size=80) | st.text(max_size=400)
+             | st.binary(max_size=80).map(lambda raw: raw.decode("ascii", "replace")))  # as the header walk decodes
+
+
+def _assert_legal_everywhere(name: str) -> None:
+    assert len(name.encode("utf-8")) <= 255 and name.endswith(".zip")
+    assert not _ILLEGAL.search(name) and is_visible(name), name
+    assert not name[0] in ". \t-" and not name[:-4].endswith((".", " ")), name
+    assert not _DEVICE.match(name.split(".")[0]) and not _DEVICE.match(name), name
+    assert name.count("CRID#") == len(re.findall(r"CRID#[0-9]{16}", name.rsplit("_", 1)[-1])), name
+
+
+@given(patient=_any_text, birth=_any_text, sex=_any_text, date=_any_text,
+       modalities=st.lists(_any_text, max_size=6), uid=_any_text | st.just(UID),
        ids=st.lists(st.text(alphabet="0123456789", min_size=16, max_size=16), max_size=5),
-       clash=st.integers(min_value=1, max_value=9999))
-def test_names_are_always_legal_and_fit(patient, birth, sex, date, modalities, ids, clash):
+       clash=st.integers(min_value=1, max_value=10_000))
+def test_any_field_text_gives_a_legal_visible_name(patient, birth, sex, date, modalities, uid, ids, clash):
     suffix = "".join(f"CRID#{i}" for i in ids)
-    name = zip_name(ZipNameParts(patient, birth, sex, date, tuple(modalities), UID, suffix), clash)
-    assert len(name.encode("utf-8")) <= 255
-    assert not _ILLEGAL.search(name)
-    expected_tail = (f"{UID}-{clash}" if clash > 1 else UID) + (f"_{suffix}" if suffix else "") + ".zip"
-    assert name.endswith("_" + expected_tail)  # UID and IDs are never shortened
+    name = zip_name(ZipNameParts(patient, birth, sex, date, tuple(modalities), uid, suffix), clash)
+    _assert_legal_everywhere(name)
+    expected_uid = safe_key(uid) + (f"-{clash}" if clash > 1 else "")
+    assert name.endswith(f"_{expected_uid}" + (f"_{suffix}" if suffix else "") + ".zip")
+
+
+_image_ids = st.lists(st.text(alphabet="0123456789", min_size=16, max_size=16), max_size=5, unique=True)
+
+
+@given(per_image=st.lists(_image_ids, min_size=1, max_size=6), patient=_any_text, uid=_any_text,
+       clash=st.integers(min_value=1, max_value=10_000))
+def test_any_number_of_ids_in_a_study_gives_a_name_that_fits(per_image, patient, uid, clash):
+    headers = [InstanceHeader(Path(f"{n}.dcm"), f"1.{n}", "1.1", uid, "CT", "1.2.840.10008.1.2.1",
+                              crid=CridSplit(kept=b"", ids=tuple(ids))) for n, ids in enumerate(per_image)]
+    summary = summarize(headers, StudyFields(patient, "19290505", "M", "20040722", ""))
+    distinct = len({crid for ids in per_image for crid in ids})
+    assert len(summary.crids) == (distinct if distinct <= 5 else 0)
+    assert (f"{distinct} distinct recipient IDs" in " ".join(summary.warnings)) == (distinct > 5)
+    name = zip_name(name_parts(summary), clash)
+    _assert_legal_everywhere(name)
+    assert name.endswith("".join(f"CRID#{crid}" for crid in summary.crids) + ".zip")
