@@ -16,6 +16,7 @@ from .aggregator import Aggregator, PendingStudy
 from .events import BridgeStatus, EventBus, PendingInfo, StudyRouted
 from .janitor import Janitor
 from .layout import StorageLayout
+from .liveness import Liveness
 from .outbox import Outbox
 from .pacs import send_options
 from .notifier import Notifier
@@ -51,7 +52,9 @@ class Engine:
         self.notifier = Notifier(self.layout, self.logbook, self.bus, lambda: self.settings, self.stopping)
         self.bus.subscribe(self.notifier.consider)
         self.aggregator = Aggregator(self.layout.spool, settings.receive_timeout_seconds)
-        self.zipper = Zipper(self.layout, settings.crid_tag, self.stopping)
+        self.liveness = Liveness()
+        self.zipper = Zipper(self.layout, settings.crid_tag, self.stopping,
+                             progress=lambda: self.liveness.tick("zipper"))
         self.receiver: Receiver | None = None
         self.receiver_error = ""
         self.outbox: Outbox | None = None
@@ -86,6 +89,7 @@ class Engine:
                 layout=self.layout, aggregator=self.aggregator, logbook=self.logbook, bus=self.bus,
                 settings=lambda: self.settings, bind_address=self._bind_address,
                 ssl_context=receive_tls_context(self.settings),  # files may have changed since the settings' check
+                heartbeat=lambda: self.liveness.tick("receiver"),
             )
             receiver.start()
         except (ReceiverStartError, TlsSetupError) as err:
@@ -166,6 +170,7 @@ class Engine:
     # -- zipping ------------------------------------------------------------------------------
     def _zip_loop(self) -> None:
         while not self.stopping.is_set():
+            self.liveness.tick("zipper")
             for study in self.aggregator.claim_due():
                 if self.stopping.is_set():
                     break
@@ -214,6 +219,18 @@ class Engine:
         self.logbook.add(LogEntry(action=RECEIVE, status=FAILED, detail=reason, image_count=study.image_count,
                                   target=str(target)))
         self.bus.publish(StudyRouted(study_key=study.key, target=str(target), status=FAILED))
+
+    def stuck_workers(self, max_age_seconds: float) -> list[str]:
+        """Workers that died or did not tick for ``max_age_seconds`` (the service watchdog asks)."""
+        if self.stopping.is_set():
+            return []
+        loops = ["zipper", *(["receiver"] if self.receiver is not None else [])]
+        stuck = self.liveness.stuck(loops, max_age_seconds)
+        for name, thread_alive in (("zipper", self._zip_thread.is_alive()),
+                                   ("outbox", self.outbox is None or self.outbox.alive)):
+            if not thread_alive:
+                stuck.append(f"{name} (thread ended)")
+        return stuck
 
     @property
     def storage(self) -> Path:

@@ -83,9 +83,10 @@ class Receiver:
 
     def __init__(self, *, layout: StorageLayout, aggregator: Aggregator, logbook: LogBook, bus: EventBus,
                  settings: Callable[[], Settings], bind_address: str = "",
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None, heartbeat: Callable[[], None] = lambda: None) -> None:
         """``settings`` returns the settings in force: the listener's are read at :meth:`start`
-        (changing one re-opens it), the rest (free-space floor) at every image."""
+        (changing one re-opens it), the rest (free-space floor) at every image. ``heartbeat``
+        is called each time round the accept loop (about twice a second), for the watchdog."""
         self.layout = layout
         self.aggregator = aggregator
         self.logbook = logbook
@@ -99,6 +100,7 @@ class Receiver:
         self.allowed_hosts = at_start.receive_allowed_hosts
         self.check_called_ae_title = at_start.receive_check_called_ae_title
         self.ssl_context = ssl_context
+        self.heartbeat = heartbeat
         self._server = None
         self._ae: AE | None = None
         self._throttle = _Throttle({})
@@ -136,6 +138,7 @@ class Receiver:
             message = explain_bind_error(err, self.port)
             self.bus.publish(ReceiverStateChanged(listening=False, port=self.port, error=message))
             raise ReceiverStartError(message) from None
+        self._server.service_actions = _also_calling(self.heartbeat, self._server.service_actions)
         if self.allowed_hosts:
             allowed_addresses = resolve_hosts(self.allowed_hosts)
             self._server.verify_request = (  # socketserver's hook: False closes the connection at once
@@ -229,6 +232,14 @@ class Receiver:
         except OSError as copy_err:
             detail += f" (copy failed: {copy_err})"
         self.logbook.add(LogEntry(action=RECEIVE, status=FAILED, detail=detail, target=str(folder)))
+
+
+def _also_calling(first: Callable[[], None], then: Callable[[], None]) -> Callable[[], None]:
+    def both() -> None:
+        first()
+        then()
+
+    return both
 
 
 def resolve_hosts(hosts: tuple[str, ...]) -> set[str]:
