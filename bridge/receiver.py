@@ -112,15 +112,7 @@ class Receiver:
         # pynetdicom writes incoming datasets with NamedTemporaryFile in the default temp
         # folder; pointing it into the storage folder makes the hand-over a cheap rename.
         tempfile.tempdir = str(self.layout.incoming)
-        ae = AE(ae_title=self.ae_title)
-        ae.maximum_pdu_size = MAX_PDU_BYTES
-        ae.maximum_associations = 32
-        ae.network_timeout = 60
-        ae.dimse_timeout = 60
-        ae.acse_timeout = 30
-        ae.add_supported_context(Verification)
-        ae.require_calling_aet = list(self.allowed_calling_ae_titles)  # rejected: "calling AE not recognised"
-        ae.require_called_aet = self.check_called_ae_title
+        ae = self.application_entity()
         handlers = [
             (evt.EVT_REJECTED, self._association_rejected),
             (evt.EVT_CONN_OPEN, finish_server_handshake, [self._handshake_failed]),
@@ -147,6 +139,19 @@ class Receiver:
         log.info("receiver listening on port %d as %s%s", self.port, self.ae_title,
                  " (DICOM over TLS)" if self.ssl_context else "")
         self.bus.publish(ReceiverStateChanged(listening=True, port=self.port))
+
+    def application_entity(self) -> AE:
+        """The AE as it listens (also read by ``bridge.conformance`` for the conformance statement)."""
+        ae = AE(ae_title=self.ae_title)
+        ae.maximum_pdu_size = MAX_PDU_BYTES
+        ae.maximum_associations = 32
+        ae.network_timeout = 60
+        ae.dimse_timeout = 60
+        ae.acse_timeout = 30
+        ae.add_supported_context(Verification)
+        ae.require_calling_aet = list(self.allowed_calling_ae_titles)  # rejected: "calling AE not recognised"
+        ae.require_called_aet = self.check_called_ae_title
+        return ae
 
     def stop(self, grace_seconds: float = 10.0) -> None:
         """Stop accepting; let running associations finish for a while, then abort them."""
