@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .service_manager import ServiceError
-from .settings import SETTINGS, SettingSpec, SettingsError, file_values, load_settings
+from .settings import SETTINGS, SettingsError, SettingSpec, file_values, load_settings
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def check_access(plan: ServicePlan) -> None:
                    *command]
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}  # -I: as the service will, from the venv alone
     try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env, cwd="/")
+        result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=120, env=env, cwd="/")
     except OSError as err:
         raise ServiceError(f"cannot run {command[0]} to check the access of user {plan.user}: {err}") from None
     try:

@@ -105,7 +105,7 @@ WantedBy=multi-user.target
 
 
 def _systemctl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["systemctl", *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run(["systemctl", *args], check=False, capture_output=True, text=True, timeout=60)
 
 
 def _has_systemd() -> bool:

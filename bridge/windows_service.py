@@ -14,8 +14,8 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path, PurePath, PureWindowsPath
-from typing import Callable
 from xml.sax.saxutils import escape
 
 from .service_checks import plan_install
@@ -81,7 +81,7 @@ def grant_commands(paths: list[PurePath], user: str | None) -> list[list[str]]:
 
 
 def _run(command: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+    return subprocess.run(command, check=False, capture_output=True, text=True, timeout=120)
 
 
 class WinswService:

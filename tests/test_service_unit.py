@@ -25,7 +25,8 @@ from .studies import make_study
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bridge.cli", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "bridge.cli", *args], check=False, capture_output=True, text=True,
+                          timeout=120)
 
 
 def _unit(path: Path) -> configparser.SectionProxy:
@@ -35,8 +36,8 @@ def _unit(path: Path) -> configparser.SectionProxy:
 
 
 def _plan(tmp_path: Path, **changes) -> ServicePlan:
-    values = dict(config=tmp_path / "etc" / "config.toml", user="root", storage=tmp_path / "store",
-                  python=sys.executable, read_paths=())
+    values = {"config": tmp_path / "etc" / "config.toml", "user": "root", "storage": tmp_path / "store",
+              "python": sys.executable, "read_paths": ()}
     return ServicePlan(**{**values, **changes})
 
 
@@ -222,7 +223,7 @@ def _analyze(*args: str) -> subprocess.CompletedProcess[str]:
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         pytest.skip("systemd-analyze is not installed on this machine")
-    return subprocess.run([analyze, *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([analyze, *args], check=False, capture_output=True, text=True, timeout=120)
 
 
 def test_unit_passes_systemd_analyze_verify(tmp_path):

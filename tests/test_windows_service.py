@@ -7,8 +7,8 @@ built by bridge.windows_service, and each external command goes through a runner
 from __future__ import annotations
 
 import subprocess
-import xml.etree.ElementTree as ElementTree
 from pathlib import PureWindowsPath
+from xml.etree import ElementTree
 
 import pytest
 
@@ -113,7 +113,7 @@ def test_install_refuses_a_missing_config_and_a_missing_winsw(tmp_path, windows)
 
 
 def test_a_failing_command_is_reported_and_stops_the_install(tmp_path, windows):
-    fake, manager = windows
+    _, manager = windows
     manager.run = lambda command: subprocess.CompletedProcess(command, 5, "", "Access is denied.")
     config = write_config(tmp_path / "config.toml", general__storage_folder=str(tmp_path / "store"))
     with pytest.raises(ServiceError, match="icacls .* failed: Access is denied"):
