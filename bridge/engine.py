@@ -96,6 +96,7 @@ class Engine:
             self.receiver_error = str(err) if isinstance(err, ReceiverStartError) else f"cannot start the receiver: {err}"
             self.logbook.add(LogEntry(action=SERVICE, status=FAILED, detail=self.receiver_error))
             raise ReceiverStartError(self.receiver_error) from None
+        self.liveness.tick("receiver")  # a re-opened listener starts with a fresh heartbeat
         self.receiver = receiver
 
     def _start_outbox(self) -> None:

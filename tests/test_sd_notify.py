@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from bridge import headless, sd_notify
+from bridge.liveness import Liveness
 
 from .conftest import free_port, write_config
 from .peers import run_storescu
@@ -174,3 +175,36 @@ def test_watchdog_interval_from_the_environment(monkeypatch):
     monkeypatch.delenv("WATCHDOG_PID")
     monkeypatch.delenv("WATCHDOG_USEC")
     assert sd_notify.watchdog_interval() is None
+
+
+def test_liveness_names_the_loops_that_stopped_ticking():
+    now = [100.0]
+    liveness = Liveness(clock=lambda: now[0])
+    liveness.tick("zipper")
+    now[0] += 30
+    liveness.tick("receiver")
+    now[0] += 40  # zipper silent for 70 s, receiver for 40 s, outbox never ticked (counted from creation)
+    assert liveness.stuck(["zipper", "receiver", "outbox"], 60) == [
+        "zipper (no sign of life for 70 s)", "outbox (no sign of life for 70 s)"]
+
+
+def test_zipping_a_study_ticks_per_image_so_a_long_zip_is_not_a_hang(running_bridge, tmp_path):
+    ticks = []
+    running_bridge.engine.zipper.progress = lambda: ticks.append(1)
+    run_storescu(running_bridge.port, [str(p) for p in make_study(tmp_path / "study", count=5).files])
+    running_bridge.wait_routed()
+    assert len(ticks) == 5
+
+
+def test_a_dead_outbox_thread_counts_as_stuck(running_bridge):
+    engine = running_bridge.engine
+    assert engine.stuck_workers(60) == []
+
+    class DeadOutbox:
+        alive = False
+
+    engine.outbox = DeadOutbox()  # type: ignore[assignment]
+    try:
+        assert engine.stuck_workers(60) == ["outbox (thread ended)"]
+    finally:
+        engine.outbox = None
