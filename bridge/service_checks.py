@@ -53,9 +53,11 @@ try:
     os.unlink(probe)
 except OSError as err:
     problems.append(f"cannot write in the storage folder {storage}: {err.strerror}")
+warnings = []
 if not os.access(config_folder, os.W_OK | os.X_OK):
-    problems.append(f"cannot write in {config_folder} (settings saved from the UI go there)")
-print(json.dumps(problems))
+    warnings.append(f"cannot write in {config_folder}: settings cannot be saved from the terminal UI "
+                    "(edit the file as root instead)")
+print(json.dumps([problems, warnings]))
 """
 
 
@@ -78,8 +80,8 @@ def plan_install(config_path: Path, user: str | None, python: str = sys.executab
     return ServicePlan(config=config, user=user, storage=storage, python=python, read_paths=read_paths)
 
 
-def check_access(plan: ServicePlan) -> None:
-    """Create the storage folder if needed, then prove the user can use every path (or raise)."""
+def check_access(plan: ServicePlan) -> list[str]:
+    """Create the storage folder if needed, prove the user can use every path (or raise); returns warnings."""
     as_other_user = plan.user != getpass.getuser()
     if as_other_user and os.geteuid() != 0:
         raise ServiceError(f"run as root to install a service for user {plan.user}")
@@ -98,11 +100,13 @@ def check_access(plan: ServicePlan) -> None:
     except OSError as err:
         raise ServiceError(f"cannot run {command[0]} to check the access of user {plan.user}: {err}") from None
     try:
-        problems = json.loads(result.stdout.strip().splitlines()[-1])
+        problems, warnings = json.loads(result.stdout.strip().splitlines()[-1])
     except (IndexError, ValueError):
-        problems = [f"{plan.python} does not run as user {plan.user}: {result.stderr.strip() or result.returncode}"]
+        problems, warnings = [f"{plan.python} does not run as user {plan.user}: "
+                              + (result.stderr.strip() or str(result.returncode))], []
     if problems:
         raise ServiceError(f"user {plan.user} cannot run the bridge: " + "; ".join(problems))
+    return [f"user {plan.user} {warning}" for warning in warnings]
 
 
 def _names_a_file(spec: SettingSpec) -> bool:

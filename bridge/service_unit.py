@@ -22,6 +22,8 @@ UNIT_NAME = "dicombridge.service"
 SYSTEM_UNIT_DIR = Path("/etc/systemd/system")
 WATCHDOG_SECONDS = 60
 HOME_FOLDERS = (Path("/home"), Path("/root"), Path("/run/user"))  # what ProtectHome= hides
+SHARED_FOLDERS = {Path(p) for p in ("/", "/etc", "/usr", "/usr/local", "/usr/local/etc", "/opt", "/var", "/var/lib",
+                                    "/srv", "/home", "/root", "/tmp", "/var/tmp")}  # never made writable
 
 HARDENING = """\
 NoNewPrivileges=yes
@@ -78,7 +80,8 @@ def protect_home(plan: ServicePlan) -> str:
 def unit_text(plan: ServicePlan) -> str:
     """The unit running ``python -m bridge.cli --headless --config CONFIG`` as the plan's user."""
     command = " ".join(_quote(part, in_command=True) for part in (plan.python, *headless_arguments(plan.config)))
-    writable = " ".join(_quote(str(path)) for path in dict.fromkeys((plan.storage, plan.config.parent)))
+    config_folder = [plan.config.parent] if plan.config.parent not in SHARED_FOLDERS else []
+    writable = " ".join(_quote(str(path)) for path in dict.fromkeys((plan.storage, *config_folder)))
     return f"""[Unit]
 Description=DicomBridge: DICOM bridge between the PACS and the secure-messaging app
 After=network-online.target
@@ -130,17 +133,17 @@ class SystemdService:
         if self._system and not _has_systemd():
             raise ServiceError("this machine does not run systemd; see the README for other service managers")
         plan = plan_install(config_path, user, python)
-        check_access(plan)
+        notes = "".join(f"\nnote: {warning}" for warning in check_access(plan))
         self.target.parent.mkdir(parents=True, exist_ok=True)
         self.target.write_text(unit_text(plan), encoding="utf-8")
         if not self._system:
-            return f"wrote {self.target}"
+            return f"wrote {self.target}{notes}"
         for args in (("daemon-reload",), ("enable", UNIT_NAME), ("restart", UNIT_NAME)):
             result = _systemctl(*args)
             if result.returncode != 0:
                 raise ServiceError(f"systemctl {' '.join(args)} failed: {result.stderr.strip()} "
                                    f"(see: journalctl -u {UNIT_NAME})")
-        return f"wrote {self.target}, enabled and started {UNIT_NAME}"
+        return f"wrote {self.target}, enabled and started {UNIT_NAME}{notes}"
 
     def uninstall(self) -> str:
         if self._system and _has_systemd():

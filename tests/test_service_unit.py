@@ -132,6 +132,24 @@ def test_a_user_who_cannot_run_the_venv_is_refused(tmp_path, world_readable):
 
 
 @needs_root
+def test_a_config_folder_the_user_cannot_write_is_only_a_note(tmp_path, world_readable):
+    """An admin may keep the config root's on purpose: the service runs, only UI saves cannot."""
+    storage = world_readable / "store"
+    config = write_config(world_readable / "config.toml", general__storage_folder=str(storage))
+    config.chmod(0o644)
+    result = _run("service", "install", "--config", str(config), "--user", "nobody",
+                  "--unit-dir", str(tmp_path / "units"))
+    assert result.returncode == 0, result.stderr
+    assert f"note: user nobody cannot write in {world_readable}: settings cannot be saved" in result.stdout
+
+
+def test_a_config_in_a_shared_system_folder_does_not_make_it_writable(tmp_path):
+    service = _unit_from_text(tmp_path, unit_text(_plan(tmp_path, storage=Path("/srv/dicom"),
+                                                        config=Path("/etc/dicombridge.toml"))))
+    assert service["ReadWritePaths"] == "/srv/dicom"
+
+
+@needs_root
 def test_another_user_who_can_use_everything_gets_a_unit(tmp_path, world_readable):
     storage = world_readable / "store"  # missing: created and given to the user
     config = write_config(world_readable / "config.toml", general__storage_folder=str(storage))
@@ -142,6 +160,7 @@ def test_another_user_who_can_use_everything_gets_a_unit(tmp_path, world_readabl
     assert result.returncode == 0, result.stderr
     assert storage.stat().st_uid == stat_uid("nobody") and stat.S_IMODE(storage.stat().st_mode) == 0o700
     assert _unit(tmp_path / "units" / "dicombridge.service")["User"] == "nobody"
+    assert "note:" not in result.stdout
 
 
 def stat_uid(user: str) -> int:
