@@ -208,3 +208,17 @@ def test_a_dead_outbox_thread_counts_as_stuck(running_bridge):
         assert engine.stuck_workers(60) == ["outbox (thread ended)"]
     finally:
         engine.outbox = None
+
+
+def test_sigterm_stops_at_once_between_rare_keep_alives(tmp_path, systemd):
+    """With a long watchdog interval the main loop sleeps long; SIGTERM must not wait for it."""
+    bridge = _start_bridge(tmp_path, free_port(), watchdog_usec=600_000_000)  # keep-alive every 300 s
+    try:
+        systemd.wait_for("READY=1")
+        bridge.send_signal(signal.SIGTERM)
+        assert "STOPPING=1" in systemd.wait_for("STOPPING=1", timeout=120)[-1]  # far less than 300 s
+        assert bridge.wait(timeout=60) == 0
+    finally:
+        if bridge.poll() is None:
+            bridge.kill()
+            bridge.wait(timeout=30)
