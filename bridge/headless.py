@@ -88,7 +88,7 @@ def keep_alive(engine: Engine, stop_requested: threading.Event, watchdog_seconds
             continue
         stuck = engine.stuck_workers(max_age_seconds=watchdog_seconds)
         if not stuck:
-            notify("WATCHDOG=1")
+            notify("WATCHDOG=1", f"STATUS={status_line(engine)}")
             reported = False
         elif not reported:
             problem = "stuck: " + ", ".join(stuck) + "; no keep-alive sent, systemd will restart the bridge"
@@ -96,3 +96,11 @@ def keep_alive(engine: Engine, stop_requested: threading.Event, watchdog_seconds
             notify(f"STATUS={problem}")
             engine.logbook.add(LogEntry(action=SERVICE, status=FAILED, detail=f"bridge {problem}"))
             reported = True
+
+
+def status_line(engine: Engine) -> str:
+    """What ``systemctl status`` shows while the bridge runs."""
+    status = engine.status()
+    receiving = f"listening on port {status.port}" if status.listening else status.receiver_error
+    return (f"running: {receiving}; {len(status.pending)} studies pending; "
+            f"{status.outbox_waiting} ZIPs waiting to be sent")

@@ -79,9 +79,10 @@ def test_ready_after_the_port_opens_then_keep_alives_then_stopping(tmp_path, sys
         assert any(line.startswith("STATUS=starting") for message in before_ready for line in message)
         assert any(line.startswith("STATUS=running: receiving on port") for line in before_ready[-1])
         run_storescu(port, [str(p) for p in make_study(tmp_path / "study", count=2).files])
-        keep_alives = 0
-        while keep_alives < 3:  # periodic, and still coming after a study went through
-            keep_alives += systemd.next().count("WATCHDOG=1")
+        keep_alives = []
+        while len(keep_alives) < 3:  # periodic, and still coming after a study went through
+            keep_alives += [message for message in [systemd.next()] if "WATCHDOG=1" in message]
+        assert keep_alives[-1][1].startswith(f"STATUS=running: listening on port {port}; ")
         bridge.send_signal(signal.SIGTERM)
         assert "STOPPING=1" in systemd.wait_for("STOPPING=1")[-1]
         assert bridge.wait(timeout=60) == 0
