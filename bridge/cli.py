@@ -29,17 +29,26 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("test-mail", parents=[config_option], help="mail the notification recipients now")
     send = commands.add_parser("send", parents=[config_option], help="send a folder of DICOM files or a ZIP")
     send.add_argument("path", type=Path)
-    service = commands.add_parser("service", parents=[config_option], help="run the bridge as a systemd service")
+    service = commands.add_parser(
+        "service", parents=[config_option], help="run the bridge as a service (systemd; Windows: WinSW)",
+        description="install: checks that the config exists and that the user can read it and the venv and "
+                    "write the storage folder, then writes, enables and starts the service. Exit 0: done; "
+                    "1: refused or failed (the message says why); status: 3 when not installed.")
     service.add_argument("action", choices=["install", "uninstall", "status"])
-    service.add_argument("--user", help="user the service runs as (default: you)")
-    service.add_argument("--unit-dir", type=Path, help="where the unit goes (default: /etc/systemd/system, "
-                                                       "which also enables and starts it)")
+    service.add_argument("--user", help="Linux: user the service runs as (default: you)")
+    service.add_argument("--unit-dir", type=Path,
+                         help="where the definition goes (default: /etc/systemd/system, which also enables and "
+                              "starts it; Windows: C:\\ProgramData\\DicomBridge\\service)")
+    service.add_argument("--winsw", type=Path, help="Windows: the WinSW executable to use (copied beside the "
+                                                    "service definition)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     config_path = getattr(args, "config", None) or default_config_path()
+    if args.command == "service":  # before the settings are loaded: install must not create a config
+        return run_service(args.action, config_path, args.user, args.unit_dir, args.winsw)
     try:
         settings = load_settings(config_path)
     except SettingsError as err:
@@ -53,8 +62,6 @@ def main(argv: list[str] | None = None) -> int:
         from .adhoc_send import run_send
 
         return run_send(args.path, settings)
-    if args.command == "service":
-        return run_service(args.action, config_path, args.user, args.unit_dir)
     if not args.headless:
         try:
             from tui.app import run_tui
@@ -67,16 +74,18 @@ def main(argv: list[str] | None = None) -> int:
     return run_headless(settings)
 
 
-def run_service(action: str, config_path: Path, user: str | None, unit_dir: Path | None) -> int:
-    from .service_unit import ServiceError, install, status, uninstall
+def run_service(action: str, config_path: Path, user: str | None, unit_dir: Path | None,
+                winsw: Path | None = None) -> int:
+    from .service_manager import ServiceError, service_manager
 
+    manager = service_manager(unit_dir, winsw)
     try:
         if action == "install":
-            print(install(config_path, user, unit_dir))
+            print(manager.install(config_path, user))
         elif action == "uninstall":
-            print(uninstall(unit_dir))
+            print(manager.uninstall())
         else:
-            code, text = status(unit_dir)
+            code, text = manager.status()
             print(text)
             return code
     except (ServiceError, OSError) as err:

@@ -16,6 +16,7 @@ from .aggregator import Aggregator
 from .events import BridgeStatus, EventBus, PendingInfo
 from .janitor import Janitor
 from .layout import StorageLayout
+from .liveness import Liveness
 from .outbox import Outbox
 from .pacs import send_options
 from .notifier import Notifier
@@ -49,12 +50,15 @@ class Engine:
         self.notifier = Notifier(self.layout, self.logbook, self.bus, lambda: self.settings, self.stopping)
         self.bus.subscribe(self.notifier.consider)
         self.aggregator = Aggregator(self.layout.spool, settings.receive_timeout_seconds)
-        self.zipper = Zipper(self.layout, settings.crid_tag, self.stopping)
+        self.liveness = Liveness()
+        self.zipper = Zipper(self.layout, settings.crid_tag, self.stopping,
+                             progress=lambda: self.liveness.tick("zipper"))
         self.receiver: Receiver | None = None
         self.receiver_error = ""
         self.outbox: Outbox | None = None
         self._bind_address = bind_address
-        self.zip_worker = ZipWorker(self.layout, self.aggregator, self.zipper, self.logbook, self.bus, self.stopping)
+        self.zip_worker = ZipWorker(self.layout, self.aggregator, self.zipper, self.logbook, self.bus, self.stopping,
+                                    heartbeat=lambda: self.liveness.tick("zipper"))
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -84,12 +88,14 @@ class Engine:
                 layout=self.layout, aggregator=self.aggregator, logbook=self.logbook, bus=self.bus,
                 settings=lambda: self.settings, bind_address=self._bind_address,
                 ssl_context=receive_tls_context(self.settings),  # files may have changed since the settings' check
+                heartbeat=lambda: self.liveness.tick("receiver"),
             )
             receiver.start()
         except (ReceiverStartError, TlsSetupError) as err:
             self.receiver_error = str(err) if isinstance(err, ReceiverStartError) else f"cannot start the receiver: {err}"
             self.logbook.add(LogEntry(action=SERVICE, status=FAILED, detail=self.receiver_error))
             raise ReceiverStartError(self.receiver_error) from None
+        self.liveness.tick("receiver")  # a re-opened listener starts with a fresh heartbeat
         self.receiver = receiver
 
     def _start_outbox(self) -> None:
@@ -159,6 +165,18 @@ class Engine:
             self.logbook.add(LogEntry(action=RECEIVE, status=INFO,
                                       detail=f"resumed {len(recovered)} pending studies ({images} images) "
                                              f"from an earlier run; zipping after the timeout"))
+
+    def stuck_workers(self, max_age_seconds: float) -> list[str]:
+        """Workers that died or did not tick for ``max_age_seconds`` (the service watchdog asks)."""
+        if self.stopping.is_set():
+            return []
+        loops = ["zipper", *(["receiver"] if self.receiver is not None else [])]
+        stuck = self.liveness.stuck(loops, max_age_seconds)
+        for name, thread_alive in (("zipper", self.zip_worker.alive),
+                                   ("outbox", self.outbox is None or self.outbox.alive)):
+            if not thread_alive:
+                stuck.append(f"{name} (thread ended)")
+        return stuck
 
     @property
     def storage(self) -> Path:

@@ -141,18 +141,26 @@ def link_without_overwrite(source: Path, target: Path) -> bool:
     """Make ``source`` appear at ``target`` only if nothing is there; True on success.
 
     A hard link is atomic and fails if the name exists, so two bridges (or a person) can never
-    overwrite each other's ZIP. Falls back to a checked rename where links are unsupported.
+    overwrite each other's ZIP. Where links are unsupported (some shares, file systems, or no
+    ``os.link`` at all) it falls back to a rename that refuses an existing name: checked first
+    here, and refused by Windows itself, whose rename never replaces.
     """
+    link = getattr(os, "link", None)
     try:
-        os.link(source, target)
+        if link is None:
+            raise NotImplementedError("os.link")
+        link(source, target)
     except FileExistsError:
         return False
-    except OSError as err:
-        if err.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV):
+    except (OSError, NotImplementedError) as err:
+        if isinstance(err, OSError) and err.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV):
             raise
         if target.exists():
             return False
-        os.replace(source, target)
+        try:
+            os.rename(source, target)
+        except FileExistsError:
+            return False
         return True
     os.unlink(source)
     return True

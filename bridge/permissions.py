@@ -4,6 +4,8 @@ Everything the bridge creates (ZIPs, spool files, log book, text log, config) is
 its own account only, or also by its group when ``general.share_with_group`` is on (for a
 messaging app that runs under another account of the same group). Folders an admin created
 are not changed behind their back: a storage folder others can read is reported instead.
+On Windows the mode bits mean little (ACLs decide; the service installer grants them):
+what the platform lacks or refuses is skipped, never fatal.
 """
 
 from __future__ import annotations
@@ -27,7 +29,17 @@ def file_mode(share_with_group: bool) -> int:
 
 def use_private_umask(share_with_group: bool) -> None:
     """Process-wide: files and folders created from now on are owner (or group) only."""
-    os.umask(GROUP_UMASK if share_with_group else PRIVATE_UMASK)
+    try:
+        os.umask(GROUP_UMASK if share_with_group else PRIVATE_UMASK)
+    except (AttributeError, NotImplementedError, OSError):
+        pass  # no umask here (Windows): the folders' ACLs decide
+
+
+def _chmod(path: os.PathLike[str] | str, mode: int) -> None:
+    try:
+        os.chmod(path, mode)
+    except (AttributeError, NotImplementedError):
+        pass  # not supported on this platform
 
 
 def restrict_storage(layout: StorageLayout, share_with_group: bool) -> str:
@@ -37,10 +49,12 @@ def restrict_storage(layout: StorageLayout, share_with_group: bool) -> str:
     set on every start; the root and the inboxes are the admin's and are only checked.
     """
     for folder in (layout.work, layout.logs):
-        os.chmod(folder, folder_mode(share_with_group))
+        _chmod(folder, folder_mode(share_with_group))
     for entry in layout.logs.iterdir():
         if entry.is_file() and not entry.is_symlink():
-            os.chmod(entry, file_mode(share_with_group))
+            _chmod(entry, file_mode(share_with_group))
+    if os.name != "posix":
+        return ""  # mode bits do not describe who may read a folder there
     allowed = folder_mode(share_with_group)
     mode = stat.S_IMODE(layout.root.stat().st_mode)
     if mode & ~allowed:

@@ -93,9 +93,10 @@ class Receiver:
 
     def __init__(self, *, layout: StorageLayout, aggregator: Aggregator, logbook: LogBook, bus: EventBus,
                  settings: Callable[[], Settings], bind_address: str = "",
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None, heartbeat: Callable[[], None] = lambda: None) -> None:
         """``settings`` returns the settings in force: the listener's are read at :meth:`start`
-        (changing one re-opens it), the rest (free-space floor) at every image."""
+        (changing one re-opens it), the rest (free-space floor) at every image. ``heartbeat``
+        is called each time round the accept loop (about twice a second), for the watchdog."""
         self.layout = layout
         self.aggregator = aggregator
         self.logbook = logbook
@@ -109,6 +110,7 @@ class Receiver:
         self.allowed_hosts = at_start.receive_allowed_hosts
         self.check_called_ae_title = at_start.receive_check_called_ae_title
         self.ssl_context = ssl_context
+        self.heartbeat = heartbeat
         self._server = None
         self._ae: AE | None = None
         self._throttle = _Throttle({})
@@ -120,15 +122,7 @@ class Receiver:
         # pynetdicom writes incoming datasets with NamedTemporaryFile in the default temp
         # folder; pointing it into the storage folder makes the hand-over a cheap rename.
         tempfile.tempdir = str(self.layout.incoming)
-        ae = AE(ae_title=self.ae_title)
-        ae.maximum_pdu_size = MAX_PDU_BYTES
-        ae.maximum_associations = 32
-        ae.network_timeout = 60
-        ae.dimse_timeout = 60
-        ae.acse_timeout = 30
-        ae.add_supported_context(Verification)
-        ae.require_calling_aet = list(self.allowed_calling_ae_titles)  # rejected: "calling AE not recognised"
-        ae.require_called_aet = self.check_called_ae_title
+        ae = self.application_entity()
         handlers = [
             (evt.EVT_REJECTED, self._association_rejected),
             (evt.EVT_CONN_OPEN, finish_server_handshake, [self._handshake_failed]),
@@ -150,6 +144,7 @@ class Receiver:
             message = explain_bind_error(err, self.port)
             self.bus.publish(ReceiverStateChanged(listening=False, port=self.port, error=message))
             raise ReceiverStartError(message) from None
+        self._server.service_actions = _also_calling(self.heartbeat, self._server.service_actions)
         if self.allowed_hosts:
             allowed_addresses = resolve_hosts(self.allowed_hosts)
             self._server.verify_request = (  # socketserver's hook: False closes the connection at once
@@ -158,6 +153,19 @@ class Receiver:
         log.info("receiver listening on port %d as %s%s", self.port, self.ae_title,
                  " (DICOM over TLS)" if self.ssl_context else "")
         self.bus.publish(ReceiverStateChanged(listening=True, port=self.port))
+
+    def application_entity(self) -> AE:
+        """The AE as it listens (also read by ``bridge.conformance`` for the conformance statement)."""
+        ae = AE(ae_title=self.ae_title)
+        ae.maximum_pdu_size = MAX_PDU_BYTES
+        ae.maximum_associations = 32
+        ae.network_timeout = 60
+        ae.dimse_timeout = 60
+        ae.acse_timeout = 30
+        ae.add_supported_context(Verification)
+        ae.require_calling_aet = list(self.allowed_calling_ae_titles)  # rejected: "calling AE not recognised"
+        ae.require_called_aet = self.check_called_ae_title
+        return ae
 
     def stop(self, grace_seconds: float = 10.0) -> None:
         """Stop accepting; let running associations finish for a while, then abort them."""
@@ -293,6 +301,14 @@ def _discard_partial(assoc: object) -> Path | None:
         pass
     path.unlink(missing_ok=True)
     return path
+
+
+def _also_calling(first: Callable[[], None], then: Callable[[], None]) -> Callable[[], None]:
+    def both() -> None:
+        first()
+        then()
+
+    return both
 
 
 def resolve_hosts(hosts: tuple[str, ...]) -> set[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+from typing import Callable
 
 from .aggregator import Aggregator, PendingStudy
 from .events import EventBus, StudyRouted
@@ -26,13 +27,15 @@ class ZipWorker:
     """Zips due studies, one at a time, until ``stop`` is set."""
 
     def __init__(self, layout: StorageLayout, aggregator: Aggregator, zipper: Zipper, logbook: LogBook,
-                 bus: EventBus, stop: threading.Event) -> None:
+                 bus: EventBus, stop: threading.Event, heartbeat: Callable[[], None] = lambda: None) -> None:
+        """``heartbeat`` is called every round of the loop (the service watchdog's sign of life)."""
         self.layout = layout
         self.aggregator = aggregator
         self.zipper = zipper
         self.logbook = logbook
         self.bus = bus
         self.stop = stop
+        self.heartbeat = heartbeat
         self._thread = threading.Thread(target=self._run, name="zipper", daemon=True)
 
     def start(self) -> None:
@@ -42,8 +45,13 @@ class ZipWorker:
         if self._thread.is_alive():
             self._thread.join(timeout)
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def _run(self) -> None:
         while not self.stop.is_set():
+            self.heartbeat()
             for study in self.aggregator.claim_due():
                 if self.stop.is_set():
                     break

@@ -15,6 +15,7 @@ import uuid
 import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 from isal import isal_zlib
 
@@ -172,10 +173,12 @@ def _start_writeback(archive: zipfile.ZipFile) -> None:
 class Zipper:
     """Zips claimed studies; ``stop`` makes a running zip give up and leave the spool intact."""
 
-    def __init__(self, layout: StorageLayout, crid_tag: int | None, stop: threading.Event | None = None) -> None:
+    def __init__(self, layout: StorageLayout, crid_tag: int | None, stop: threading.Event | None = None,
+                 progress: Callable[[], None] = lambda: None) -> None:
         self.layout = layout
         self.crid_tag = crid_tag
         self.stop = stop or threading.Event()
+        self.progress = progress  # called per image: a long zip is not mistaken for a hung one
 
     def read_headers(self, study: PendingStudy) -> list[InstanceHeader]:
         files = sorted(study.folder.glob("*.dcm"))  # names start with the arrival number
@@ -200,6 +203,7 @@ class Zipper:
                 for header, name in zip(headers, member_names(headers)):
                     if self.stop.is_set():
                         raise ZippingAborted("bridge stopping")
+                    self.progress()
                     leftovers.append(_write_member(archive, header, name))
                     _start_writeback(archive)
             fsync_path(staging)
