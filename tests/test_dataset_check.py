@@ -304,3 +304,10 @@ def test_an_undefined_length_un_sequence_in_big_endian_holds_implicit_little_end
     data = modality + un
     assert _verdict(ExplicitVRBigEndian, data) == ""
     assert _verdict(ExplicitVRBigEndian, data[:-8]) == "sequence (0009,1000) not closed"
+
+
+def test_a_nesting_bomb_is_refused_without_growing_memory():
+    """Millions of nested undefined-length sequences and items would each cost a frame: bounded."""
+    level = b"\x08\x00\x40\x11SQ\x00\x00\xff\xff\xff\xff" + b"\xfe\xff\x00\xe0\xff\xff\xff\xff"
+    message = _verdict(ExplicitVRLittleEndian, level * 100_000)
+    assert message.startswith("sequences nested deeper than 32 levels"), message
