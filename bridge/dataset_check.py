@@ -37,6 +37,7 @@ PIXEL_DATA = 0x7FE00010
 CHUNK_BYTES = 1024 * 1024
 HEAD_BYTES = 64 * 1024  # the file meta and the headers before the pixel data, usually
 INFLATE_PIECE_BYTES = 1024 * 1024  # a deflate bomb never inflates more than this at once
+MAX_NESTING = 64  # real datasets nest a handful of levels; a hostile one could nest millions
 _LONG_VRS = frozenset(v.encode() for v in ("OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR",
                                            "UT", "UV"))
 _SHORT_VRS = frozenset(v.encode() for v in ("AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO",
@@ -343,6 +344,9 @@ class DatasetWalker:
             if parent.limit is not None and end > parent.limit:
                 raise IncompleteDataset(f"{'item of ' if kind == _ITEM else ''}sequence {_tag_text(tag)} declares "
                                         f"{length} bytes, only {parent.limit - self._position} left in its parent")
+        if len(self._stack) > MAX_NESTING:
+            raise IncompleteDataset(f"sequences nested deeper than {MAX_NESTING / 2:.0f} levels at {self._where} "
+                                    f"{self._position}")
         limit = end if parent.limit is None or (end is not None and end < parent.limit) else parent.limit
         self._stack.append(_Frame(kind, tag, self._position, end, limit, implicit,
                                   parent.little if little is None else little))

@@ -166,6 +166,21 @@ def test_small_files_cut_at_every_single_byte(name):
     assert not missed, missed[:20]
 
 
+def test_check_file_seeking_over_values_agrees_with_the_walk_fed_every_byte(tmp_path):
+    """check_file seeks over values instead of reading them: same verdict on files cut on disk."""
+    cut_file = tmp_path / "cut.dcm"
+    for path, cut in _cut_examples(seed=5, per_file=1)[::7]:
+        syntax, data, _ = _dataset(path)
+        whole = path.read_bytes()
+        cut_file.write_bytes(whole[: len(whole) - len(data) + cut])
+        try:
+            check_file(cut_file)
+            verdict = ""
+        except IncompleteDataset as err:
+            verdict = str(err)
+        assert bool(verdict) == bool(_verdict(syntax, data[:cut])), (path.name, cut)
+
+
 def test_a_cut_between_top_level_elements_is_a_shorter_whole_dataset():
     syntax, data, boundaries = _dataset(Path(get_testdata_file("CT_small.dcm")))
     inner = sorted(b for b in boundaries if 0 < b < len(data))
@@ -289,3 +304,10 @@ def test_an_undefined_length_un_sequence_in_big_endian_holds_implicit_little_end
     data = modality + un
     assert _verdict(ExplicitVRBigEndian, data) == ""
     assert _verdict(ExplicitVRBigEndian, data[:-8]) == "sequence (0009,1000) not closed"
+
+
+def test_a_nesting_bomb_is_refused_without_growing_memory():
+    """Millions of nested undefined-length sequences and items would each cost a frame: bounded."""
+    level = b"\x08\x00\x40\x11SQ\x00\x00\xff\xff\xff\xff" + b"\xfe\xff\x00\xe0\xff\xff\xff\xff"
+    message = _verdict(ExplicitVRLittleEndian, level * 100_000)
+    assert message.startswith("sequences nested deeper than 32 levels"), message

@@ -215,6 +215,18 @@ def test_same_sop_key_different_bytes_get_unique_names_also_after_a_restart(tmp_
     assert sorted(p.read_bytes() for p in third.study.folder.iterdir()) == [b"one", b"three", b"two"]
 
 
+def test_member_names_never_repeat_even_for_files_placed_by_hand(tmp_path):
+    from bridge.instance import InstanceHeader
+    from bridge.zipper import member_names
+
+    def header(name: str) -> InstanceHeader:
+        return InstanceHeader(path=tmp_path / name, sop_uid="1.2.3", series_uid="1.2", study_uid="1",
+                              modality="CT", transfer_syntax="1.2.840.10008.1.2.1")
+
+    names = member_names([header("000001-1.2.3.dcm"), header("000002-1.2.3-2.dcm"), header("000003-1.2.3.dcm")])
+    assert names == ["1.2/1.2.3.dcm", "1.2/1.2.3-2.dcm", "1.2/1.2.3-3.dcm"]
+
+
 # -- item 5: a study stays open while its images are arriving --------------------------------------
 class FakeClock:
     def __init__(self) -> None:
