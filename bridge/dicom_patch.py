@@ -4,8 +4,9 @@ The recipient IDs must leave the file, but the PACS's bytes must not: no decodin
 re-encoding of the dataset (which would change padding, VRs, private tags or pixel data).
 We locate the element's header and value in the file and splice in the new value, adjusting a
 legacy group-length element if one covers it. The element stays, with an empty value when
-nothing is left, unless an empty value is invalid for it (``REMOVED_WHEN_EMPTY``). Deflated datasets are inflated, spliced and
-deflated again (their *dataset* bytes stay as received; only the deflate stream changes).
+nothing is left, unless an empty value is invalid for it (``REMOVED_WHEN_EMPTY``). Deflated
+datasets are inflated, spliced and deflated again (their *dataset* bytes stay as received;
+only the deflate stream changes).
 """
 
 from __future__ import annotations

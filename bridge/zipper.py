@@ -217,19 +217,21 @@ class Zipper:
 
     def move_to_failed(self, study: PendingStudy, reason: str) -> Path:
         """Keep the received files, as received, in Inbox_Failed with a reason.txt beside them."""
+        parts: ZipNameParts | None
         try:
             headers = self.read_headers(study)
-            summary = summarize(headers, read_study_fields(headers[0].path))
-            base = zip_name(name_parts(summary))[: -len(".zip")]
+            parts = name_parts(summarize(headers, read_study_fields(headers[0].path)))
         except Exception:  # noqa: BLE001 - unreadable study: fall back to the spool key
-            base = file_safe(study.key)
+            parts = None
         for number in range(1, MAX_CLASH_NUMBER):
-            target = self.layout.inbox_failed / (base if number == 1 else f"{base}-{number}")
+            # named like its ZIP would be (clash number on the UID, so the name always fits)
+            name = zip_name(parts, number)[: -len(".zip")] if parts else file_safe(study.key)
+            target = self.layout.inbox_failed / (name if parts or number == 1 else f"{name}-{number}")
             if not target.exists():  # a rename onto an existing empty folder would succeed
                 os.rename(study.folder, target)
                 break
         else:
-            raise FileExistsError(f"no free name in Inbox_Failed for {base}")
+            raise FileExistsError(f"no free name in Inbox_Failed for {target.name}")
         (target / "reason.txt").write_text(reason.rstrip() + "\n", encoding="utf-8")
         fsync_path(self.layout.inbox_failed)
         return target

@@ -71,19 +71,21 @@ def _with_group_length(path: Path) -> bytes:
     return raw[:start] + element + raw[start:]
 
 
-@pytest.mark.parametrize("value,kept", [(f"Dog CRID#{ID}", "Dog"), (f"CRID#{ID}", None)])
-def test_legacy_group_length_is_corrected(tmp_path, value, kept):
+@pytest.mark.parametrize("keyword,value,kept", [("PatientSpeciesDescription", f"Dog CRID#{ID}", "Dog"),
+                                                 ("PatientSpeciesDescription", f"CRID#{ID}", None),
+                                                 ("PatientID", f"CRID#{ID}", "")])
+def test_legacy_group_length_is_corrected(tmp_path, keyword, value, kept):
     dataset = template(CT)
-    dataset.PatientSpeciesDescription = value
+    setattr(dataset, keyword, value)
     _write(dataset, tmp_path / "plain_with.dcm")
     (tmp_path / "with.dcm").write_bytes(_with_group_length(tmp_path / "plain_with.dcm"))
     if kept is None:
-        del dataset.PatientSpeciesDescription
+        delattr(dataset, keyword)
     else:
-        dataset.PatientSpeciesDescription = kept
+        setattr(dataset, keyword, kept)
     _write(dataset, tmp_path / "plain_without.dcm")
     expected = _with_group_length(tmp_path / "plain_without.dcm")
-    assert _spliced(tmp_path / "with.dcm") == expected
+    assert _spliced(tmp_path / "with.dcm", tag_for_keyword(keyword)) == expected
 
 
 @pytest.mark.parametrize("value,kept", [(f"Cat CRID#{ID}", "Cat"), (f"CRID#{ID}", "")])

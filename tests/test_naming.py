@@ -7,12 +7,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.aggregator import safe_key
+from bridge.aggregator import PendingStudy, safe_key
 from bridge.crid import CridSplit
-from bridge.instance import InstanceHeader, StudyFields
+from bridge.instance import InstanceHeader, StudyFields, read_study_fields
+from bridge.layout import StorageLayout
 from bridge.naming import ZipNameParts, display_date, display_patient_name, log_columns, modality_field, zip_name
 from bridge.visible_text import is_visible
-from bridge.zipper import name_parts, summarize
+from bridge.zipper import Zipper, name_parts, summarize
+
+from .studies import CRID_TAG, make_study
 
 UID = "1.3.46.670589.16.2.2.192.30.0.171.20040722.72143.104226"
 BAD_UID = "1.2.\ufffd3"  # a UID with a non-ASCII byte, as the header walk decodes it
@@ -112,3 +115,18 @@ def test_any_number_of_ids_in_a_study_gives_a_name_that_fits(per_image, patient,
     name = zip_name(name_parts(summary), clash)
     _assert_legal_everywhere(name)
     assert name.endswith("".join(f"CRID#{crid}" for crid in summary.crids) + ".zip")
+
+
+def test_a_failed_study_folder_is_named_like_its_zip_and_fits_after_many_clashes(tmp_path):
+    study = make_study(tmp_path / "spool" / "s", count=1, patient_name="LONG" * 80 + "^Name",
+                       crid_value=f"CRID#{'1' * 16}")
+    layout = StorageLayout(tmp_path / "store")
+    layout.ensure()
+    zipper = Zipper(layout, CRID_TAG)
+    headers = zipper.read_headers(PendingStudy(key="k", folder=study.files[0].parent, last_arrival=0))
+    parts = name_parts(summarize(headers, read_study_fields(study.files[0])))
+    for number in range(1, 1001):  # a thousand earlier failures of the same study
+        (layout.inbox_failed / zip_name(parts, number)[: -len(".zip")]).mkdir()
+    target = zipper.move_to_failed(PendingStudy(key="k", folder=study.files[0].parent, last_arrival=0), "why")
+    assert target.name == zip_name(parts, 1001)[: -len(".zip")] and len(target.name.encode()) <= 255
+    assert (target / "reason.txt").read_text() == "why\n"
