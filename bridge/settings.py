@@ -417,13 +417,15 @@ def default_document() -> tomlkit.TOMLDocument:
 
 def load_settings(path: Path) -> Settings:
     """Read and validate the config file, creating it with defaults when it does not exist."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _write_private(path, tomlkit.dumps(default_document()))
     try:
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _write_private(path, tomlkit.dumps(default_document()))
         document = tomlkit.parse(path.read_text(encoding="utf-8"))
     except tomlkit.exceptions.TOMLKitError as err:
         raise SettingsError(f"config file {path} is not valid TOML: {err}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SettingsError(f"config file {path} cannot be read or created: {err}") from None
     return settings_from_mapping(document.unwrap(), source=path)
 
 
