@@ -72,6 +72,11 @@ def run_tui(settings: Settings, config_path: Path) -> int:
     Returns the exit code: non-zero when the bridge or the UI could not start (a storage
     folder that cannot be used, unreadable styles…), so a script or an admin sees the failure.
     """
+    stylesheet = Path(__file__).with_name(DicomBridgeApp.CSS_PATH)
+    if not stylesheet.is_file():  # an incomplete install: say so before starting any worker
+        print(f"dicombridge: the terminal UI cannot start: {stylesheet} is missing (reinstall dicombridge; "
+              f"`dicombridge --headless` runs the bridge without the UI)", file=sys.stderr)
+        return EXIT_START_FAILED
     try:
         session = open_session(settings, config_path)
     except StorageError as err:
