@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from bridge import exit_codes
+from bridge.headless import EXIT_START_FAILED
 
 from .conftest import free_port, write_config
 from .pacs import AbortingPeer, StoreSCP
@@ -110,6 +111,16 @@ def test_an_unreadable_config_file_is_bad_settings_with_a_message(tmp_path):
         result = dicombridge(*command, "--config", str(config))
         assert result.returncode == exit_codes.BAD_SETTINGS, (command, result.stderr)
         assert "cannot be read" in result.stderr
+
+
+def test_the_ui_with_an_unusable_storage_folder_exits_non_zero_before_drawing(tmp_path):
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    config = write_config(tmp_path / "config.toml", general__storage_folder=str(not_a_folder),
+                          receive__port=free_port())
+    result = dicombridge("--config", str(config))  # the UI's start path, as --headless has
+    assert result.returncode == EXIT_START_FAILED, result.stderr
+    assert f"storage folder {not_a_folder} is not usable" in result.stderr
 
 
 # send
