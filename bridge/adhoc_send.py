@@ -11,8 +11,8 @@ import tempfile
 import threading
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from . import exit_codes
 from .engine import pacs_target

@@ -15,9 +15,9 @@ import re
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 _UID = re.compile(r"[0-9][0-9.]{0,63}")
 _GENERATION_SEPARATOR = "~"
@@ -61,7 +61,7 @@ class PendingStudy:
         return self.folder / f"{len(self.files) + 1:06d}-{sop_key}.dcm"
 
     @classmethod
-    def adopt(cls, key: str, folder: Path, now: float) -> "PendingStudy":
+    def adopt(cls, key: str, folder: Path, now: float) -> PendingStudy:
         files = {path.stem.split("-", 1)[-1]: path for path in sorted(folder.glob("*.dcm"))}
         return cls(key=key, folder=folder, last_arrival=now, files=files)
 

@@ -13,7 +13,7 @@ import shutil
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import IO
 
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
@@ -69,10 +69,13 @@ def find_element(dataset: Dataset, tag: int) -> ElementSpan | None:
     if tag not in dataset:
         return None
     raw = dataset.get_item(tag)
-    is_raw = isinstance(raw, RawDataElement)
-    if (is_raw and raw.length == 0) or (not is_raw and not raw.value):
-        return None  # an empty element has nothing to cut (pydicom may hand it out decoded)
-    if not is_raw or raw.value_tell is None:
+    if not isinstance(raw, RawDataElement):
+        if not raw.value:
+            return None  # an empty element has nothing to cut (pydicom may hand it out decoded)
+        raise PatchError(f"element {tag} was already decoded; cannot locate its bytes")
+    if raw.length == 0:
+        return None
+    if raw.value_tell is None:
         raise PatchError(f"element {tag} was already decoded; cannot locate its bytes")
     group_length_at = None
     group_tag = Tag(tag.group, 0)
@@ -116,7 +119,7 @@ def _patched_head(head: bytearray, span: ElementSpan, delta: int) -> bytearray:
     return head
 
 
-def splice_file(source: BinaryIO, target: BinaryIO, span: ElementSpan, new_value: bytes | None) -> None:
+def splice_file(source: IO[bytes], target: IO[bytes], span: ElementSpan, new_value: bytes | None) -> None:
     """Copy ``source`` to ``target`` with the element replaced (or removed when value is empty).
 
     ``span`` offsets are absolute file offsets (pydicom's case for non-deflated files). Only
@@ -132,7 +135,7 @@ def splice_file(source: BinaryIO, target: BinaryIO, span: ElementSpan, new_value
     shutil.copyfileobj(source, target, _COPY_CHUNK)
 
 
-def splice_deflated(source: BinaryIO, target: BinaryIO, span: ElementSpan, new_value: bytes | None,
+def splice_deflated(source: IO[bytes], target: IO[bytes], span: ElementSpan, new_value: bytes | None,
                     dataset_offset: int) -> None:
     """As :func:`splice_file` for a deflated dataset: ``span`` is relative to the inflated stream."""
     source.seek(0)
@@ -147,7 +150,7 @@ def splice_deflated(source: BinaryIO, target: BinaryIO, span: ElementSpan, new_v
     target.write(compressor.compress(patched) + compressor.flush())
 
 
-def dataset_offset(source: BinaryIO) -> int:
+def dataset_offset(source: IO[bytes]) -> int:
     """Offset of the dataset after the 128-byte preamble, 'DICM' and the group-0002 meta."""
     source.seek(0)
     offset = dataset_start(source.read(SCAN_BYTES))

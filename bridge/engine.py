@@ -16,11 +16,11 @@ from .aggregator import Aggregator, PendingStudy
 from .events import BridgeStatus, EventBus, PendingInfo, StudyRouted
 from .janitor import Janitor
 from .layout import StorageLayout
-from .outbox import Outbox, SendSettings
+from .logbook import FAILED, INFO, RECEIVE, SERVICE, SUCCESS, WARNING, LogBook, LogEntry
 from .notifier import Notifier
+from .outbox import Outbox, SendSettings
 from .ownership import FolderOwnership
 from .permissions import restrict_storage, use_private_umask
-from .logbook import FAILED, RECEIVE, SERVICE, SUCCESS, WARNING, INFO, LogBook, LogEntry
 from .receiver import Receiver, ReceiverStartError, clear_incoming
 from .sender import NETWORK_TIMEOUT_SECONDS, PacsTarget
 from .settings import Settings, receive_tls_context, send_tls_context
@@ -92,7 +92,8 @@ class Engine:
             )
             receiver.start()
         except (ReceiverStartError, TlsSetupError) as err:
-            self.receiver_error = str(err) if isinstance(err, ReceiverStartError) else f"cannot start the receiver: {err}"
+            self.receiver_error = (str(err) if isinstance(err, ReceiverStartError)
+                                   else f"cannot start the receiver: {err}")
             self.logbook.add(LogEntry(action=SERVICE, status=FAILED, detail=self.receiver_error))
             raise ReceiverStartError(self.receiver_error) from None
         self.receiver = receiver

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 MAX_NAME_BYTES = 255
 _ILLEGAL = re.compile(r'[\\/:*?"<>|\x00-\x1f\x7f]')
@@ -47,7 +48,7 @@ def display_date(dicom_date: str) -> str:
 
 
 def log_columns(patient_name: str, birth_date: str, study_date: str, study_description: str,
-                modality: str) -> dict[str, object]:
+                modality: str) -> dict[str, Any]:
     """A study's log-book columns, formatted as the Log Book screen shows them."""
     return {"patient_name": display_patient_name(patient_name), "birth_date": display_date(birth_date),
             "study_date": display_date(study_date), "study_description": study_description, "modality": modality}

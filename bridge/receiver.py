@@ -20,9 +20,11 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pynetdicom import AE, _config, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.transport import ThreadedAssociationServer
 
 from .aggregator import Aggregator, safe_key
 from .events import EventBus, InstanceStored, ReceiverStateChanged
@@ -95,7 +97,7 @@ class Receiver:
         self.allowed_hosts = allowed_hosts
         self.check_called_ae_title = check_called_ae_title
         self.ssl_context = ssl_context
-        self._server = None
+        self._server: ThreadedAssociationServer | None = None
         self._ae: AE | None = None
         self._throttle = _Throttle({})
         self._active = 0
@@ -115,7 +117,7 @@ class Receiver:
         ae.add_supported_context(Verification)
         ae.require_calling_aet = list(self.allowed_calling_ae_titles)  # rejected: "calling AE not recognised"
         ae.require_called_aet = self.check_called_ae_title
-        handlers = [
+        handlers: list[Any] = [
             (evt.EVT_REJECTED, self._association_rejected),
             (evt.EVT_CONN_OPEN, finish_server_handshake, [self._handshake_failed]),
             NAGLE_OFF,
@@ -126,15 +128,17 @@ class Receiver:
             (evt.EVT_ABORTED, self._association_ended),
         ]
         try:
-            self._server = ae.start_server((self.bind_address, self.port), block=False, evt_handlers=handlers,
-                                           ssl_context=self.ssl_context)
+            server = ae.start_server((self.bind_address, self.port), block=False, evt_handlers=handlers,
+                                     ssl_context=self.ssl_context)
         except OSError as err:
             message = explain_bind_error(err, self.port)
             self.bus.publish(ReceiverStateChanged(listening=False, port=self.port, error=message))
             raise ReceiverStartError(message) from None
+        self._server = server
         if self.allowed_hosts:
             allowed_addresses = resolve_hosts(self.allowed_hosts)
-            self._server.verify_request = (  # socketserver's hook: False closes the connection at once
+            # socketserver's hook: False closes the connection at once
+            server.verify_request = (  # type: ignore[method-assign,union-attr]
                 lambda _request, client_address: self._host_allowed(client_address[0], allowed_addresses))
         self._ae = ae
         log.info("receiver listening on port %d as %s%s", self.port, self.ae_title,
@@ -188,7 +192,7 @@ class Receiver:
 
     def _handle_store(self, event: evt.Event) -> int:
         received = Path(event.dataset_path)
-        sop_uid = str(event.request.AffectedSOPInstanceUID or "")
+        sop_uid = str(event.request.AffectedSOPInstanceUID or "")  # type: ignore[union-attr]  # a C-STORE
         calling = event.assoc.requestor.ae_title
         if self.min_free_mb and free_megabytes(self.layout.root) < self.min_free_mb:
             self._refuse("disk", f"free space on {self.layout.root} is below {self.min_free_mb} MB; "
@@ -231,7 +235,7 @@ def resolve_hosts(hosts: tuple[str, ...]) -> set[str]:
     addresses: set[str] = set()
     for host in hosts:
         try:
-            addresses.update(info[4][0] for info in socket.getaddrinfo(host, None))
+            addresses.update(str(info[4][0]) for info in socket.getaddrinfo(host, None))
         except OSError:
             log.warning("allowed host %s does not resolve; ignored", host)
     return addresses

@@ -15,9 +15,9 @@ import ssl
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from pydicom.filereader import read_file_meta_info
 from pynetdicom import AE, _config
@@ -199,7 +199,7 @@ def send_files(target: PacsTarget, metas: list[FileMeta], report: SendReport, pa
             errors.append(err)
 
     threads = [threading.Thread(target=send_share, args=pair, name=f"send-{n}")
-               for n, pair in enumerate(zip(shares, reports))]
+               for n, pair in enumerate(zip(shares, reports, strict=True))]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -241,14 +241,21 @@ def echo(target: PacsTarget) -> EchoResult:
                       ASSOCIATION_ABORTED)
 
 
+def _sleep(seconds: float) -> bool:
+    """The default pause between tries: sleep, never give up."""
+    time.sleep(seconds)
+    return False
+
+
 def send_with_retries(target: PacsTarget, metas: list[FileMeta], report: SendReport, *, retries: int,
                       retry_delay_seconds: float, parallel: int = 1, wait: WaitForFile = _no_wait,
-                      pause: Callable[[float], bool] = lambda seconds: bool(time.sleep(seconds))) -> SendReport:
+                      pause: Callable[[float], bool] | None = None) -> SendReport:
     """``send_files`` retried on transient failures, the delay doubling each time.
 
     ``pause(seconds)`` waits between tries and returns True to give up (the bridge stopping),
     which raises SendingInterrupted. The last failure says how many tries were made.
     """
+    pause = pause or _sleep
     delay = retry_delay_seconds
     for attempt in range(retries + 1):
         try:

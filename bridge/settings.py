@@ -11,9 +11,10 @@ import ipaddress
 import os
 import re
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import platformdirs
 import tomlkit
@@ -64,7 +65,8 @@ def _hex4(value: Any) -> str:
     return value.upper()
 
 
-_HOSTNAME = re.compile(r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"(?=.{{1,253}}$)({_LABEL})(\.{_LABEL})*\.?")
 
 
 def _host(value: Any) -> str:
@@ -167,7 +169,8 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "Days to keep entries in Inbox_Failed/Outbox_Failed before the janitor deletes them (1-365).",
                 _int_in(1, 365)),
     SettingSpec("general", "min_free_mb", 500,
-                "Refuse incoming images (status 0xA700, the PACS retries) when the storage disk has less free space (MB, 0-1000000).",
+                "Refuse incoming images (status 0xA700, the PACS retries) when the storage disk has less free space "
+                "(MB, 0-1000000).",
                 _int_in(0, 1_000_000)),
     SettingSpec("general", "share_with_group", False,
                 "Let the bridge's group read ZIPs and logs (for a messaging app under another account); "

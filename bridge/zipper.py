@@ -15,6 +15,7 @@ import uuid
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from isal import isal_zlib
 
@@ -95,14 +96,14 @@ def _write_member(archive: zipfile.ZipFile, header: InstanceHeader) -> None:
     compress = zipfile.ZIP_STORED if header.pixel_data_compressed else zipfile.ZIP_DEFLATED
     info = zipfile.ZipInfo.from_file(header.path, _arcname(header))
     info.compress_type = compress
-    needs_patch = header.crid is not None and header.crid.found_suffix and header.crid_span is not None
+    crid, span = header.crid, header.crid_span
     with open(header.path, "rb") as source, archive.open(info, "w", force_zip64=True) as member:
-        if not needs_patch:
+        if crid is None or not crid.found_suffix or span is None:  # nothing to cut out
             shutil.copyfileobj(source, member, 1024 * 1024)
         elif header.deflated:
-            splice_deflated(source, member, header.crid_span, header.crid.kept, dataset_offset(source))
+            splice_deflated(source, member, span, crid.kept, dataset_offset(source))
         else:
-            splice_file(source, member, header.crid_span, header.crid.kept)
+            splice_file(source, member, span, crid.kept)
 
 
 def name_parts(summary: StudySummary) -> ZipNameParts:
@@ -189,7 +190,7 @@ class Zipper:
         return target
 
 
-def study_log_fields(summary: StudySummary) -> dict[str, object]:
+def study_log_fields(summary: StudySummary) -> dict[str, Any]:
     """The log book's study columns, formatted as the Log Book screen shows them."""
     return {**log_columns(summary.patient_name, summary.birth_date, summary.study_date, summary.study_description,
                           summary.modality),

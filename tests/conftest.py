@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import queue
 import socket
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, cast
+from typing import Any, cast
 
 import pytest
 import tomlkit
@@ -38,7 +39,7 @@ class RunningBridge:
 
     engine: Engine
     port: int
-    events: "queue.Queue[BridgeEvent]" = field(default_factory=queue.Queue)
+    events: queue.Queue[BridgeEvent] = field(default_factory=queue.Queue)
 
     @property
     def storage(self) -> Path:

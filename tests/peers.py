@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from functools import lru_cache
-from typing import Callable
+from collections.abc import Callable
+from functools import cache
 
 import pytest
 
@@ -27,7 +27,7 @@ def _missing(what: str) -> None:
     pytest.skip(message)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _find_dcmtk(name: str) -> str | None:
     path = shutil.which(name, path=SYSTEM_BIN)
     if path is None:

@@ -1,6 +1,7 @@
 """Recipient-ID parsing (manual §3), with property-based checks that prefix text survives."""
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bridge.crid import format_ids, merge_ids, split_crids
 

@@ -65,7 +65,8 @@ def test_echo_succeeds_against_storescp_and_verbose_shows_the_exchange(storescp,
     result = dicombridge("echo", "-v", "--config", str(pacs_config(tmp_path, peer.port)))
     assert result.returncode == exit_codes.OK, result.stderr
     assert "succeeded" in result.stdout
-    assert "Association Accepted" in result.stderr and "Received Echo Response (Status: 0x0000 - Success)" in result.stderr
+    assert "Association Accepted" in result.stderr
+    assert "Received Echo Response (Status: 0x0000 - Success)" in result.stderr
 
 
 def test_echo_to_a_closed_port_cannot_connect(tmp_path):

@@ -29,7 +29,7 @@ class HeadlessBridge:
         self.process = subprocess.Popen(
             [*command, "--headless", "--config", str(config)],
             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=cwd)
-        self.lines: "queue.Queue[str]" = queue.Queue()
+        self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
         threading.Thread(target=self._pump, daemon=True).start()
 

@@ -2,7 +2,8 @@
 
 import re
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bridge.naming import ZipNameParts, display_date, display_patient_name, modality_field, zip_name
 

@@ -275,7 +275,8 @@ def test_a_receiver_that_cannot_listen_is_mailed(bridge_settings, smtp_port, mai
 
 
 def test_reaching_the_free_space_floor_is_mailed(bridge_settings, smtp_port, mail_server, start_bridge, tmp_path):
-    running = start_bridge(notify_settings(bridge_settings, smtp_port, min_free_mb=1_000_000))  # no disk has 1 TB free here
+    # no disk has 1 TB free here
+    running = start_bridge(notify_settings(bridge_settings, smtp_port, min_free_mb=1_000_000))
     files = [str(f) for f in make_study(tmp_path / "s", count=1).files]
     result = run_storescu(running.port, files, check=False)
     assert result.returncode != 0 and list(running.engine.layout.spool.rglob("*.dcm")) == []  # refused (0xA700)

@@ -10,12 +10,23 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
-from bridge.logbook import FAILED, RECEIVE, WARNING
 from bridge.layout import INBOX_AUTO, INBOX_MANUAL
+from bridge.logbook import FAILED, RECEIVE, WARNING
 
 from .peers import PEER_ENV, run_storescu, storescu_args, system_tool
-from .studies import (CRID_TAG, DEFLATED, JPEG2000, JPEG2000_LOSSLESS, JPEG_BASELINE, JPEG_LS, RLE, SR,
-                      make_study, raw_elements, transfer_syntax)
+from .studies import (
+    CRID_TAG,
+    DEFLATED,
+    JPEG2000,
+    JPEG2000_LOSSLESS,
+    JPEG_BASELINE,
+    JPEG_LS,
+    RLE,
+    SR,
+    make_study,
+    raw_elements,
+    transfer_syntax,
+)
 
 ID_A = "1234567890123456"
 ID_B = "9876543210987654"

@@ -33,7 +33,7 @@ from .test_headless import HeadlessBridge
 
 ROOT = Path(__file__).resolve().parent.parent
 NOT_SOURCES = shutil.ignore_patterns(".venv", ".git", "build", "dist", "*.egg-info", "__pycache__", ".hypothesis",
-                                     ".pytest_cache", "results")
+                                     ".pytest_cache", ".mypy_cache", ".ruff_cache", "results")
 CLEAN_ENV = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
 
 

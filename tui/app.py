@@ -13,7 +13,7 @@ from pathlib import Path
 from textual.app import App, ScreenStackError
 from textual.binding import Binding
 
-from bridge.events import LogBookEntryAdded
+from bridge.events import BridgeEvent, LogBookEntryAdded
 from bridge.headless import EXIT_START_FAILED
 from bridge.layout import StorageError
 from bridge.session import Session, open_session
@@ -45,9 +45,13 @@ class DicomBridgeApp(App):
 
     def on_mount(self) -> None:
         self.sub_title = self.session.label
-        self._unsubscribe = self.session.subscribe(lambda event: self.post_message(EngineEvent(event)))
+        self._unsubscribe = self.session.subscribe(self._forward)
         self.set_interval(1.0, self.refresh_status)
         self.refresh_status()
+
+    def _forward(self, event: BridgeEvent) -> None:
+        """Engine threads call this; ``post_message`` is thread-safe."""
+        self.post_message(EngineEvent(event))
 
     def on_engine_event(self, message: EngineEvent) -> None:
         if isinstance(message.event, LogBookEntryAdded):
