@@ -10,7 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from .peers import PEER_ENV, dcmtk, system_tool
+from .peers import PEER_ENV, dcmtk, dicom_tool
 
 
 def _free_port() -> int:
@@ -48,7 +48,7 @@ class Orthanc:
             "RemoteAccessAllowed": False, "AuthenticationEnabled": False, "DicomCheckCalledAet": True,
             "Plugins": [],
         }))
-        self.process = subprocess.Popen([system_tool("Orthanc", "orthanc"), str(config)], env=PEER_ENV,
+        self.process = subprocess.Popen([dicom_tool("Orthanc", "orthanc"), str(config)], env=PEER_ENV,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait(lambda: self._get_ok("/system") and _listening(self.port), "Orthanc")
 

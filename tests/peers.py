@@ -45,10 +45,23 @@ def dcmtk(name: str) -> str:
 
 
 def system_tool(name: str, package: str) -> str:
+    """Absolute path of an installed program (openssl, tmux, …) or skip/fail."""
     path = shutil.which(name, path=SYSTEM_BIN)
     if path is None:
         _missing(f"{name} ({package})")
     return path  # type: ignore[return-value]
+
+
+def dicom_tool(name: str, package: str) -> str:
+    """A third-party DICOM peer that is not DCMTK (Orthanc, dicom3tools' dciodvfy).
+
+    Tests reaching this or ``dcmtk`` are marked ``peers`` (see conftest), so ``-m "not peers"``
+    runs the fast layer.
+    """
+    return system_tool(name, package)
+
+
+PEER_ENTRY_POINTS = (dcmtk, dicom_tool)
 
 
 def storescu_args(ae_called: str, port: int, files: list[str], *extra: str) -> list[str]:
