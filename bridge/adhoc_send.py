@@ -103,6 +103,9 @@ def run_send(path: Path, settings: Settings, show_progress: bool = True) -> int:
     if not settings.send_host:
         print("dicombridge send: send.host is not set in the settings", file=sys.stderr)
         return exit_codes.BAD_SETTINGS
+    if not path.exists():
+        print(f"dicombridge send: {path}: no such file or folder", file=sys.stderr)
+        return exit_codes.BAD_INPUT
 
     def progress(done: int, total: int) -> None:
         if not show_progress:

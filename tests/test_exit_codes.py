@@ -67,6 +67,10 @@ def test_echo_succeeds_against_storescp_and_verbose_shows_the_exchange(storescp,
     assert "succeeded" in result.stdout
     assert "Association Accepted" in result.stderr
     assert "Received Echo Response (Status: 0x0000 - Success)" in result.stderr
+    assert "A-ASSOCIATE-RQ PDU" not in result.stderr
+    result = dicombridge("echo", "-vv", "--config", str(pacs_config(tmp_path, peer.port)))
+    assert result.returncode == exit_codes.OK, result.stderr
+    assert "OUTGOING A-ASSOCIATE-RQ PDU" in result.stderr and "OFFIS_DCMTK" in result.stderr  # storescp's answer
 
 
 def test_echo_to_a_closed_port_cannot_connect(tmp_path):
@@ -200,7 +204,8 @@ def test_send_bad_input(make_input, tmp_path):
     config = pacs_config(tmp_path, free_port())  # never contacted
     result = dicombridge("send", str(path), "--config", str(config))
     assert result.returncode == exit_codes.BAD_INPUT, result.stderr
-    assert "dicombridge send:" in result.stderr
+    assert {"missing": "no such file or folder", "text file": "neither a folder nor a ZIP",
+            "empty folder": "holds no DICOM files", "unsafe zip": "'..' in the path"}[make_input] in result.stderr
 
 
 def test_help_and_readme_list_the_same_exit_codes():

@@ -13,6 +13,7 @@ venv's. pip's cache keeps the install to a few seconds after the first run.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -103,7 +104,7 @@ def test_pytest_runs_on_the_unpacked_sdist(installed, tmp_path):
                  cwd=unpacked)
     assert " passed" in result.stdout
     collected = run(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--collect-only", cwd=unpacked)
-    assert "error" not in collected.stdout.lower().split("collected")[-1], collected.stdout
+    assert " tests collected" in collected.stdout  # every test module imports (run() checks the exit code)
 
 
 def test_the_installed_command_runs_from_the_venv_not_from_the_repository(installed):
@@ -137,7 +138,7 @@ class TmuxPane:
         self.tmux = system_tool("tmux", "tmux")
         self.socket = folder / "tmux.sock"
         self.exit_file = folder / "exit-code"
-        shell_line = f"{command}; echo $? > {self.exit_file}"
+        shell_line = f"{command}; echo $? > {shlex.quote(str(self.exit_file))}"
         self._tmux("-f", "/dev/null", "new-session", "-d", "-x", str(size[0]), "-y", str(size[1]), shell_line)
 
     def _tmux(self, *args: str) -> str:
@@ -179,7 +180,8 @@ def ui_config(tmp_path: Path) -> tuple[Path, int]:
 
 def test_the_installed_ui_shows_the_log_book_at_80x24_and_ctrl_q_exits_0(installed, tmp_path):
     config, port = ui_config(tmp_path)
-    pane = TmuxPane(tmp_path, f"cd {installed.outside} && {installed.command} --config {config}")
+    pane = TmuxPane(tmp_path, shlex.join(["cd", str(installed.outside)]) + " && "
+                    + shlex.join([str(installed.command), "--config", str(config)]))
     try:
         shown = pane.wait_for_text("Log Book", "Patient Name", f"listening on port {port}")
         assert "DicomBridge" in shown
@@ -199,7 +201,8 @@ def test_the_installed_ui_without_its_stylesheet_exits_non_zero_and_says_why(ins
     else:
         stylesheet.write_text("Screen { layout: ; nonsense")
     errors = tmp_path / "stderr.txt"
-    pane = TmuxPane(tmp_path, f"cd {installed.outside} && {installed.command} --config {config} 2> {errors}")
+    pane = TmuxPane(tmp_path, shlex.join(["cd", str(installed.outside)]) + " && "
+                    + shlex.join([str(installed.command), "--config", str(config)]) + f" 2> {shlex.quote(str(errors))}")
     try:
         assert pane.exit_code() != 0
     finally:
