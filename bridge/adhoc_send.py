@@ -11,9 +11,10 @@ import tempfile
 import threading
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
+from . import exit_codes
 from .header_scan import file_meta_from_head
 from .layout import StorageLayout
 from .logbook import FAILED, SEND, SUCCESS, WARNING, LogBook, LogEntry
@@ -98,13 +99,18 @@ def _log(settings: Settings, path: Path, report: SendReport, skipped: list[str],
         logbook.close()
 
 
-def run_send(path: Path, settings: Settings) -> int:
-    """CLI entry: progress on stderr, a summary, exit 0 only when every image was stored."""
+def run_send(path: Path, settings: Settings, show_progress: bool = True) -> int:
+    """CLI entry: progress on stderr, a summary; the exit code says which class of failure (``exit_codes``)."""
     if not settings.send_host:
         print("dicombridge send: send.host is not set in the settings", file=sys.stderr)
-        return 1
+        return exit_codes.BAD_SETTINGS
+    if not path.exists():
+        print(f"dicombridge send: {path}: no such file or folder", file=sys.stderr)
+        return exit_codes.BAD_INPUT
 
     def progress(done: int, total: int) -> None:
+        if not show_progress:
+            return
         width = 30
         filled = width * done // max(total, 1)
         print(f"\rsending [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end="", file=sys.stderr,
@@ -112,12 +118,15 @@ def run_send(path: Path, settings: Settings) -> int:
 
     try:
         report, skipped, total = send_path(path, settings, progress)
-    except (ZipRejected, TransientSendError, OSError) as err:
+    except TransientSendError as err:
         print(f"\ndicombridge send: {err}", file=sys.stderr)
-        return 1
+        return exit_codes.for_send_failure(err.failure)
+    except (ZipRejected, zipfile.BadZipFile, OSError) as err:
+        print(f"\ndicombridge send: {err}", file=sys.stderr)
+        return exit_codes.BAD_INPUT
     print(file=sys.stderr)
     print(f"sent {len(report.delivered)} of {total}: {len(report.warnings)} with warnings, "
           f"{len(report.failed)} failed, {len(skipped)} skipped")
     for failed_path, why in sorted(report.failed.items()):
         print(f"  failed {failed_path.name}: {why}")
-    return 1 if report.failed else 0
+    return exit_codes.IMAGES_REFUSED if report.failed else exit_codes.OK

@@ -19,9 +19,9 @@ import re
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 _UID = re.compile(r"[0-9][0-9.]{0,63}")
 _GENERATION_SEPARATOR = "~"
@@ -77,7 +77,7 @@ class PendingStudy:
         raise OSError(errno.EEXIST, f"more than {MAX_SAME_KEY_FILES} different files for SOP key {sop_key}")
 
     @classmethod
-    def adopt(cls, key: str, folder: Path, now: float) -> "PendingStudy":
+    def adopt(cls, key: str, folder: Path, now: float) -> PendingStudy:
         files = {spool_key(path): path for path in sorted(folder.glob("*.dcm"))}
         return cls(key=key, folder=folder, last_arrival=now, files=files)
 

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
-from . import __version__
+from . import __version__, exit_codes
 from .settings import SettingsError, default_config_path, load_settings
 
-EXIT_BAD_SETTINGS = 2
+EXIT_BAD_SETTINGS = exit_codes.BAD_SETTINGS
+# One-shot commands use an existing settings file; only starting the bridge creates the default one
+NEEDS_EXISTING_CONFIG = ("echo", "send", "test-mail")
 
 
 def build_parser() -> argparse.ArgumentParser:
     config_option = argparse.ArgumentParser(add_help=False)
     config_option.add_argument("--config", type=Path, default=argparse.SUPPRESS,
-                               help=f"settings file (default: {default_config_path()}; created with defaults "
-                                    f"if missing)")
+                               help=f"settings file (default: {default_config_path()}; starting the bridge creates "
+                                    f"it with defaults if missing)")
     parser = argparse.ArgumentParser(
         prog="dicombridge", parents=[config_option],
         description="DICOM bridge between a PACS and a secure-messaging app: receives studies, "
@@ -25,9 +28,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--headless", action="store_true", help="run without the terminal UI (for services)")
     parser.add_argument("--version", action="version", version=f"dicombridge {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.add_parser("echo", parents=[config_option], help="C-ECHO to the PACS in the settings")
+    verbose_option = argparse.ArgumentParser(add_help=False)
+    verbose_option.add_argument("-v", "--verbose", action="count", default=0,
+                                help="print the DICOM exchange on stderr: one line per message and status "
+                                     "(-vv: every PDU too)")
+    commands.add_parser("echo", parents=[config_option, verbose_option], help="C-ECHO to the PACS in the settings",
+                        epilog=exit_codes.epilog(exit_codes.ECHO_CODES),
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     commands.add_parser("test-mail", parents=[config_option], help="mail the notification recipients now")
-    send = commands.add_parser("send", parents=[config_option], help="send a folder of DICOM files or a ZIP")
+    send = commands.add_parser("send", parents=[config_option, verbose_option],
+                               help="send a folder of DICOM files or a ZIP",
+                               epilog=exit_codes.epilog(exit_codes.SEND_CODES),
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
     send.add_argument("path", type=Path)
     service = commands.add_parser(
         "service", parents=[config_option], help="run the bridge as a service (systemd; Windows: WinSW)",
@@ -49,11 +61,17 @@ def main(argv: list[str] | None = None) -> int:
     config_path = getattr(args, "config", None) or default_config_path()
     if args.command == "service":  # before the settings are loaded: install must not create a config
         return run_service(args.action, config_path, args.user, args.unit_dir, args.winsw)
+    if args.command in NEEDS_EXISTING_CONFIG and not config_path.is_file():
+        print(f"dicombridge {args.command}: no settings file {config_path} (name an existing one with --config; "
+              f"starting dicombridge once creates the default one)", file=sys.stderr)
+        return EXIT_BAD_SETTINGS
     try:
         settings = load_settings(config_path)
     except SettingsError as err:
         print(f"dicombridge: {config_path}: {err}", file=sys.stderr)
         return EXIT_BAD_SETTINGS
+    if args.command in ("echo", "send"):
+        show_dicom_exchange(args.verbose)
     if args.command == "echo":
         return run_echo(settings)
     if args.command == "test-mail":
@@ -61,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "send":
         from .adhoc_send import run_send
 
-        return run_send(args.path, settings)
+        return run_send(args.path, settings, show_progress=not args.verbose)
     if not args.headless:
         try:
             from tui.app import run_tui
@@ -94,18 +112,31 @@ def run_service(action: str, config_path: Path, user: str | None, unit_dir: Path
     return 0
 
 
+def show_dicom_exchange(verbosity: int) -> None:
+    """``-v``: pynetdicom's one line per association step and message (C-ECHO/C-STORE and status)
+    on stderr, like DCMTK's ``-v``; ``-vv``: its debug log, every PDU included."""
+    if not verbosity:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname).1s: %(message)s"))
+    for name in ("pynetdicom", "bridge"):
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO if verbosity == 1 else logging.DEBUG)
+
+
 def run_echo(settings) -> int:  # noqa: ANN001 - Settings
-    """``dicombridge echo``: exit 0 when the PACS answers C-ECHO, 1 otherwise."""
+    """``dicombridge echo``: exit 0 when the PACS answers C-ECHO, else the failure's class (``exit_codes``)."""
     from .pacs import pacs_target
     from .sender import echo
 
     if not settings.send_host:
         print("dicombridge echo: send.host is not set in the settings", file=sys.stderr)
-        return 1
+        return EXIT_BAD_SETTINGS
     result = echo(pacs_target(settings))
     print(f"{result.message} ({result.round_trip_ms:.0f} ms)" if result.ok else result.message,
           file=sys.stdout if result.ok else sys.stderr)
-    return 0 if result.ok else 1
+    return exit_codes.OK if result.ok else exit_codes.for_send_failure(result.failure)
 
 
 def run_test_mail(settings) -> int:  # noqa: ANN001 - Settings

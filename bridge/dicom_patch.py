@@ -83,10 +83,13 @@ def find_element(dataset: Dataset, tag: int) -> ElementSpan | None:
     if tag not in dataset:
         return None
     raw = dataset.get_item(tag)
-    is_raw = isinstance(raw, RawDataElement)
-    if (is_raw and raw.length == 0) or (not is_raw and not raw.value):
-        return None  # an empty element has nothing to cut (pydicom may hand it out decoded)
-    if not is_raw or raw.value_tell is None:
+    if not isinstance(raw, RawDataElement):
+        if not raw.value:
+            return None  # an empty element has nothing to cut (pydicom may hand it out decoded)
+        raise PatchError(f"element {tag} was already decoded; cannot locate its bytes")
+    if raw.length == 0:
+        return None
+    if raw.value_tell is None:
         raise PatchError(f"element {tag} was already decoded; cannot locate its bytes")
     group_length_at = None
     group_tag = Tag(tag.group, 0)

@@ -17,12 +17,12 @@ from .events import BridgeStatus, EventBus, PendingInfo
 from .janitor import Janitor
 from .layout import StorageLayout
 from .liveness import Liveness
-from .outbox import Outbox
-from .pacs import send_options
+from .logbook import FAILED, INFO, RECEIVE, SERVICE, WARNING, LogBook, LogEntry
 from .notifier import Notifier
+from .outbox import Outbox
 from .ownership import FolderOwnership
+from .pacs import send_options
 from .permissions import restrict_storage, use_private_umask
-from .logbook import FAILED, RECEIVE, SERVICE, WARNING, INFO, LogBook, LogEntry
 from .receiver import Receiver, ReceiverStartError, clear_incoming
 from .settings import SETTINGS, Settings, receive_tls_context
 from .textlog import setup_text_log
@@ -92,7 +92,8 @@ class Engine:
             )
             receiver.start()
         except (ReceiverStartError, TlsSetupError) as err:
-            self.receiver_error = str(err) if isinstance(err, ReceiverStartError) else f"cannot start the receiver: {err}"
+            self.receiver_error = (str(err) if isinstance(err, ReceiverStartError)
+                                   else f"cannot start the receiver: {err}")
             self.logbook.add(LogEntry(action=SERVICE, status=FAILED, detail=self.receiver_error))
             raise ReceiverStartError(self.receiver_error) from None
         self.liveness.tick("receiver")  # a re-opened listener starts with a fresh heartbeat

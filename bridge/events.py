@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Union
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .logbook import LogEntry
@@ -94,7 +95,7 @@ class BridgeStatus:
     owner_pid: int | None  # set when the UI is attached to a service owning the folder
 
 
-BridgeEvent = Union[LogBookEntryAdded, MailQueued, InstanceStored, StudyRouted, OutboxZipDone, ReceiverStateChanged]
+BridgeEvent = LogBookEntryAdded | MailQueued | InstanceStored | StudyRouted | OutboxZipDone | ReceiverStateChanged
 Subscriber = Callable[[BridgeEvent], None]
 
 

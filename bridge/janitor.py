@@ -10,8 +10,8 @@ from __future__ import annotations
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .layout import StorageLayout
 from .logbook import CLEANUP, FAILED, SUCCESS, LogBook, LogEntry
@@ -48,7 +48,8 @@ def sweep(layout: StorageLayout, logbook: LogBook, keep_days: int, now: float | 
 class Janitor:
     """Sweeps at start-up and then every hour, on its own thread."""
 
-    def __init__(self, layout: StorageLayout, logbook: LogBook, keep_days: Callable[[], int], stop: threading.Event) -> None:
+    def __init__(self, layout: StorageLayout, logbook: LogBook, keep_days: Callable[[], int],
+                 stop: threading.Event) -> None:
         self.layout = layout
         self.logbook = logbook
         self.keep_days = keep_days

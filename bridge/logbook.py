@@ -105,7 +105,8 @@ class LogBook:
                 self._rollback_quietly()
                 del self._backlog[:-MAX_BACKLOG]
                 log.error("log book not writable (%s); %d rows wait in memory", err, len(self._backlog))
-        level = logging.ERROR if entry.status == FAILED else logging.WARNING if entry.status == WARNING else logging.INFO
+        level = (logging.ERROR if entry.status == FAILED
+                 else logging.WARNING if entry.status == WARNING else logging.INFO)
         log.log(level, "%s %s: %s %s %s", entry.action, entry.status, entry.patient_name,
                 entry.target, entry.detail)
         if self._bus is not None:
@@ -124,7 +125,7 @@ class LogBook:
             rows = self._db.execute(
                 f"SELECT id, {', '.join(_COLUMNS)} FROM entries ORDER BY id DESC LIMIT ?", (limit,)
             ).fetchall()
-        return [LogEntry(entry_id=row[0], **dict(zip(_COLUMNS, row[1:]))) for row in rows]
+        return [LogEntry(entry_id=row[0], **dict(zip(_COLUMNS, row[1:], strict=True))) for row in rows]
 
     def latest_id(self) -> int:
         """Id of the newest row (0 when empty); a reader in another process polls this."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import smtplib
-import socket
 import ssl
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -33,7 +32,8 @@ def smtp_password(settings: Settings) -> str:
         try:
             return next(iter(path.read_text(encoding="utf-8").splitlines()), "")  # first line; empty file: ""
         except (OSError, UnicodeDecodeError) as err:
-            raise MailError(f"cannot read notify.smtp_password_file {path}: {getattr(err, 'strerror', None) or err}")
+            reason = getattr(err, "strerror", None) or err
+            raise MailError(f"cannot read notify.smtp_password_file {path}: {reason}") from None
     return settings.notify_smtp_password
 
 
@@ -86,9 +86,10 @@ def send_mail(settings: Settings, message: EmailMessage, timeout: float = SMTP_T
     except smtplib.SMTPRecipientsRefused as err:
         raise MailError(f"{where} refused the recipients {', '.join(err.recipients)}") from None
     except smtplib.SMTPResponseException as err:
-        raise MailError(f"{where} answered {err.smtp_code} {err.smtp_error.decode(errors='replace')}") from None
+        answer = err.smtp_error.decode(errors="replace") if isinstance(err.smtp_error, bytes) else err.smtp_error
+        raise MailError(f"{where} answered {err.smtp_code} {answer}") from None
     except ssl.SSLError as err:
         raise MailError(f"TLS with {where} failed ({err.reason or err}); check notify.smtp_security/port") from None
-    except (smtplib.SMTPException, socket.timeout, OSError) as err:
+    except (TimeoutError, smtplib.SMTPException, OSError) as err:
         reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
         raise MailError(f"cannot reach {where} ({reason})") from None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 from .aggregator import safe_key
 from .crid import without_crid_text
@@ -88,7 +89,7 @@ def code_string(text: str) -> str:
 
 
 def log_columns(patient_name: str, birth_date: str, study_date: str, study_description: str,
-                modality: str) -> dict[str, object]:
+                modality: str) -> dict[str, Any]:
     """A study's log-book columns, formatted as the Log Book screen shows them."""
     return {"patient_name": display_patient_name(patient_name), "birth_date": display_date(birth_date),
             "study_date": display_date(study_date), "study_description": display_text(study_description),

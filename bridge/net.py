@@ -17,7 +17,8 @@ def disable_nagle(event: evt.Event) -> None:
     image, 20 s for a 500-image study instead of a few seconds.
     """
     try:
-        event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        event.assoc.dul.socket.socket.setsockopt(  # type: ignore[union-attr]  # None is caught below
+            socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except (AttributeError, OSError) as err:  # e.g. a socket already closed by the peer
         log.debug("cannot set TCP_NODELAY: %s", err)
 

@@ -17,8 +17,8 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .events import EventBus, LogBookEntryAdded, MailQueued
 from .layout import StorageLayout

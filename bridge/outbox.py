@@ -16,9 +16,10 @@ import threading
 import time
 import uuid
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import watchfiles
 
@@ -28,8 +29,8 @@ from .instance import MODALITY, read_study_fields
 from .layout import StorageLayout, fsync_path
 from .logbook import FAILED, SEND, SUCCESS, WARNING, LogBook, LogEntry
 from .naming import log_columns, modality_field
-from .safe_unzip import ReadyFiles, ZipRejected, ZipUnpacker
 from .pacs import SendSettings
+from .safe_unzip import ReadyFiles, ZipRejected, ZipUnpacker
 from .sender import FileMeta, SendingInterrupted, SendReport, TransientSendError, send_with_retries
 
 log = logging.getLogger(__name__)
@@ -210,7 +211,7 @@ class Outbox:
             notes.append("skipped: " + "; ".join(skipped[:10]))
         return f" ({'; '.join(notes)})" if notes else ""
 
-    def _log(self, claimed: Path, status: str, image_count: int, columns: dict[str, object], detail: str,
+    def _log(self, claimed: Path, status: str, image_count: int, columns: dict[str, Any], detail: str,
              target: Path | None = None) -> None:
         name = claimed.name.split(CLAIM_SEPARATOR, 1)[-1]
         where = str(target) if target is not None else name
@@ -237,7 +238,7 @@ def _first_file_columns(first: FileMeta, ready: ReadyFiles) -> dict[str, object]
     return study_columns([first.path])
 
 
-def study_columns(files: list[Path]) -> dict[str, object]:
+def study_columns(files: list[Path]) -> dict[str, Any]:
     """The log book's study columns for a ZIP being sent (first file + every file's modality)."""
     try:
         study = read_study_fields(files[0])

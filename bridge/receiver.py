@@ -22,12 +22,14 @@ import ssl
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 from pynetdicom import AE, _config, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.transport import ThreadedAssociationServer
 
 from .aggregator import Aggregator, safe_key
 from .dataset_check import IncompleteDataset, check_file
@@ -111,7 +113,7 @@ class Receiver:
         self.check_called_ae_title = at_start.receive_check_called_ae_title
         self.ssl_context = ssl_context
         self.heartbeat = heartbeat
-        self._server = None
+        self._server: ThreadedAssociationServer | None = None
         self._ae: AE | None = None
         self._throttle = _Throttle({})
         self._active = 0
@@ -123,7 +125,7 @@ class Receiver:
         # folder; pointing it into the storage folder makes the hand-over a cheap rename.
         tempfile.tempdir = str(self.layout.incoming)
         ae = self.application_entity()
-        handlers = [
+        handlers: list[Any] = [
             (evt.EVT_REJECTED, self._association_rejected),
             (evt.EVT_CONN_OPEN, finish_server_handshake, [self._handshake_failed]),
             NAGLE_OFF,
@@ -138,16 +140,19 @@ class Receiver:
             (evt.EVT_CONN_CLOSE, self._association_gone),
         ]
         try:
-            self._server = ae.start_server((self.bind_address, self.port), block=False, evt_handlers=handlers,
-                                           ssl_context=self.ssl_context)
+            server = ae.start_server((self.bind_address, self.port), block=False, evt_handlers=handlers,
+                                     ssl_context=self.ssl_context)
         except OSError as err:
             message = explain_bind_error(err, self.port)
             self.bus.publish(ReceiverStateChanged(listening=False, port=self.port, error=message))
             raise ReceiverStartError(message) from None
-        self._server.service_actions = _also_calling(self.heartbeat, self._server.service_actions)
+        self._server = server
+        server.service_actions = _also_calling(  # type: ignore[method-assign,union-attr]
+            self.heartbeat, server.service_actions)  # type: ignore[union-attr]
         if self.allowed_hosts:
             allowed_addresses = resolve_hosts(self.allowed_hosts)
-            self._server.verify_request = (  # socketserver's hook: False closes the connection at once
+            # socketserver's hook: False closes the connection at once
+            server.verify_request = (  # type: ignore[method-assign,union-attr]
                 lambda _request, client_address: self._host_allowed(client_address[0], allowed_addresses))
         self._ae = ae
         log.info("receiver listening on port %d as %s%s", self.port, self.ae_title,
@@ -227,7 +232,7 @@ class Receiver:
 
     def _handle_store(self, event: evt.Event) -> int:
         received = Path(event.dataset_path)
-        command_sop_uid = str(event.request.AffectedSOPInstanceUID or "")
+        command_sop_uid = str(event.request.AffectedSOPInstanceUID or "")  # type: ignore[union-attr]  # a C-STORE
         calling = event.assoc.requestor.ae_title
         min_free_mb = self.settings().min_free_mb
         if min_free_mb and free_megabytes(self.layout.root) < min_free_mb:
@@ -316,7 +321,7 @@ def resolve_hosts(hosts: tuple[str, ...]) -> set[str]:
     addresses: set[str] = set()
     for host in hosts:
         try:
-            addresses.update(info[4][0] for info in socket.getaddrinfo(host, None))
+            addresses.update(str(info[4][0]) for info in socket.getaddrinfo(host, None))
         except OSError:
             log.warning("allowed host %s does not resolve; ignored", host)
     return addresses

@@ -16,9 +16,9 @@ from __future__ import annotations
 import stat
 import threading
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Callable
 
 from .header_scan import file_meta_from_head
 from .sender import FileMeta

@@ -15,9 +15,9 @@ import ssl
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from pydicom.filereader import read_file_meta_info
 from pynetdicom import AE, _config
@@ -34,8 +34,18 @@ MAX_CONTEXTS = 128
 NETWORK_TIMEOUT_SECONDS = 30
 
 
+# Why an association or a message exchange failed (the CLI's exit codes tell them apart)
+NO_CONNECTION = "no connection"  # nothing listening, unknown host, TLS handshake failed
+REJECTED = "rejected"  # the PACS answered A-ASSOCIATE-RJ
+ASSOCIATION_ABORTED = "aborted"  # aborted, ended or timed out; or a failure status to C-ECHO
+
+
 class TransientSendError(RuntimeError):
     """The PACS could not be reached or dropped the association: worth another try later."""
+
+    def __init__(self, message: str, failure: str = ASSOCIATION_ABORTED) -> None:
+        super().__init__(message)
+        self.failure = failure
 
 
 class SendingInterrupted(Exception):
@@ -85,6 +95,7 @@ class EchoResult:
     ok: bool
     round_trip_ms: float
     message: str
+    failure: str = ""  # NO_CONNECTION, REJECTED or ASSOCIATION_ABORTED when not ok
 
 
 def read_meta(path: Path) -> FileMeta:
@@ -104,13 +115,13 @@ def batches_by_context(metas: list[FileMeta]) -> list[list[FileMeta]]:
             for i in range(0, len(pairs), MAX_CONTEXTS)]
 
 
-def _describe_failed_association(assoc, target: PacsTarget) -> str:  # noqa: ANN001 - pynetdicom Association
-    """Why an association did not come up, in words an admin can act on."""
+def _describe_failed_association(assoc, target: PacsTarget) -> tuple[str, str]:  # noqa: ANN001 - Association
+    """Why an association did not come up: (failure class, words an admin can act on)."""
     if assoc.is_rejected:
-        return "the PACS rejected the association (check the AE titles in the settings)"
+        return REJECTED, "the PACS rejected the association (check the AE titles in the settings)"
     # pynetdicom reports a refused connection or a failed TLS handshake as an abort: look again, once
     problem = probe_connection(target.tls, target.host, target.port, min(target.timeout_seconds, 5))
-    return problem or "the PACS aborted the association"
+    return (NO_CONNECTION, problem) if problem else (ASSOCIATION_ABORTED, "the PACS aborted the association")
 
 
 def _is_stored(status: int) -> bool:
@@ -136,7 +147,8 @@ def send_batch(target: PacsTarget, batch: list[FileMeta], report: SendReport, wa
     assoc = ae.associate(target.host, target.port, ae_title=target.called_ae, max_pdu=0, evt_handlers=[NAGLE_OFF],
                          tls_args=target.tls_args)
     if not assoc.is_established:
-        raise TransientSendError(_describe_failed_association(assoc, target))
+        failure, why = _describe_failed_association(assoc, target)
+        raise TransientSendError(why, failure)
     try:
         accepted = {(cx.abstract_syntax, cx.transfer_syntax[0]) for cx in assoc.accepted_contexts}
         done = set(report.delivered) | set(report.failed)
@@ -187,7 +199,7 @@ def send_files(target: PacsTarget, metas: list[FileMeta], report: SendReport, pa
             errors.append(err)
 
     threads = [threading.Thread(target=send_share, args=pair, name=f"send-{n}")
-               for n, pair in enumerate(zip(shares, reports))]
+               for n, pair in enumerate(zip(shares, reports, strict=True))]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -212,10 +224,10 @@ def echo(target: PacsTarget) -> EchoResult:
         assoc = ae.associate(target.host, target.port, ae_title=target.called_ae, evt_handlers=[NAGLE_OFF],
                              tls_args=target.tls_args)
     except Exception as err:  # noqa: BLE001 - e.g. an unresolvable host name
-        return EchoResult(False, 0.0, f"cannot connect to {target.host}:{target.port}: {err}")
+        return EchoResult(False, 0.0, f"cannot connect to {target.host}:{target.port}: {err}", NO_CONNECTION)
     if not assoc.is_established:
-        return EchoResult(False, (time.perf_counter() - started) * 1000,
-                          f"C-ECHO failed: {_describe_failed_association(assoc, target)}")
+        failure, why = _describe_failed_association(assoc, target)
+        return EchoResult(False, (time.perf_counter() - started) * 1000, f"C-ECHO failed: {why}", failure)
     try:
         response = assoc.send_c_echo()
     finally:
@@ -225,26 +237,32 @@ def echo(target: PacsTarget) -> EchoResult:
     status = response.get("Status") if response is not None else None
     if status == 0x0000:
         return EchoResult(True, elapsed, f"C-ECHO to {target.called_ae}@{target.host}:{target.port} succeeded")
-    return EchoResult(False, elapsed, f"C-ECHO failed (status {status if status is not None else 'none'})")
+    return EchoResult(False, elapsed, f"C-ECHO failed (status {status if status is not None else 'none'})",
+                      ASSOCIATION_ABORTED)
 
 
+def _sleep(seconds: float) -> bool:
+    """The default pause between tries: sleep, never give up."""
+    time.sleep(seconds)
+    return False
 
 
 def send_with_retries(target: PacsTarget, metas: list[FileMeta], report: SendReport, *, retries: int,
                       retry_delay_seconds: float, parallel: int = 1, wait: WaitForFile = _no_wait,
-                      pause: Callable[[float], bool] = lambda seconds: bool(time.sleep(seconds))) -> SendReport:
+                      pause: Callable[[float], bool] | None = None) -> SendReport:
     """``send_files`` retried on transient failures, the delay doubling each time.
 
     ``pause(seconds)`` waits between tries and returns True to give up (the bridge stopping),
     which raises SendingInterrupted. The last failure says how many tries were made.
     """
+    pause = pause or _sleep
     delay = retry_delay_seconds
     for attempt in range(retries + 1):
         try:
             return send_files(target, metas, report, parallel, wait)
         except TransientSendError as err:
             if attempt == retries:
-                raise TransientSendError(f"{err}; gave up after {attempt + 1} tries") from None
+                raise TransientSendError(f"{err}; gave up after {attempt + 1} tries", err.failure) from None
             log.warning("sending failed (%s); retry %d in %.0f s", err, attempt + 1, delay)
             if pause(delay):
                 raise SendingInterrupted() from None

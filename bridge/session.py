@@ -9,8 +9,9 @@ the same narrow interface, so the UI never knows which one it has.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 from .engine import Engine, outbox_waiting
 from .events import BridgeStatus, EventBus, LogBookEntryAdded, Subscriber

@@ -11,9 +11,10 @@ import ipaddress
 import os
 import re
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import platformdirs
 import tomlkit
@@ -64,7 +65,8 @@ def _hex4(value: Any) -> str:
     return value.upper()
 
 
-_HOSTNAME = re.compile(r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"(?=.{{1,253}}$)({_LABEL})(\.{_LABEL})*\.?")
 
 
 def _host(value: Any) -> str:
@@ -178,7 +180,8 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "Days to keep entries in Inbox_Failed/Outbox_Failed before the janitor deletes them (1-365).",
                 _int_in(1, 365)),
     SettingSpec("general", "min_free_mb", 500,
-                "Refuse incoming images (status 0xA700, the PACS retries) when the storage disk has less free space (MB, 0-1000000).",
+                "Refuse incoming images (status 0xA700, the PACS retries) when the storage disk has less free space "
+                "(MB, 0-1000000).",
                 _int_in(0, 1_000_000)),
     SettingSpec("general", "share_with_group", False,
                 "Let the bridge's group read ZIPs and logs (for a messaging app under another account); "
@@ -250,8 +253,8 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("notify", "on_failure", True,
                 "Mail failures: Inbox_Failed, Outbox_Failed, receiver not listening, disk floor reached.", _boolean),
     SettingSpec("notify", "on_arrival", False, "Mail each study that arrived and was zipped.", _boolean),
-    SettingSpec("notify", "no_phi", False,
-                "Leave patient name, birth date, recipient IDs and file names out of mails (outside mail servers).",
+    SettingSpec("notify", "no_phi", True,
+                "Leave patient name, birth date, recipient IDs and file names out of mails (false: put them in).",
                 _boolean),
     SettingSpec("notify", "gather_seconds", 60,
                 "Events are gathered this long; more than 3 of a kind become one summary mail (1-3600).",
@@ -396,13 +399,15 @@ def default_document() -> tomlkit.TOMLDocument:
 
 def load_settings(path: Path) -> Settings:
     """Read and validate the config file, creating it with defaults when it does not exist."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _write_private(path, tomlkit.dumps(default_document()))
     try:
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _write_private(path, tomlkit.dumps(default_document()))
         document = tomlkit.parse(path.read_text(encoding="utf-8"))
     except tomlkit.exceptions.TOMLKitError as err:
         raise SettingsError(f"config file {path} is not valid TOML: {err}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SettingsError(f"config file {path} cannot be read or created: {err}") from None
     return settings_from_mapping(document.unwrap(), source=path)
 
 

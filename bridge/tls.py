@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from pynetdicom import evt
@@ -155,9 +156,9 @@ def finish_server_handshake(event: evt.Event, on_failure: Callable[[str, str], N
         sock.do_handshake()
         sock.settimeout(previous)
     except (ssl.SSLError, OSError) as err:
-        peer = event.address[0] if event.address else "?"
+        peer = event.address[0] if event.address else "?"  # type: ignore[attr-defined]  # set for EVT_CONN_OPEN
         on_failure(peer, explain_handshake_error(err, peer, we_are_server=True))
-        transport.close()
+        transport.close()  # type: ignore[union-attr]  # the socket above belongs to it
 
 
 def probe_connection(context: ssl.SSLContext | None, host: str, port: int, timeout: float) -> str | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from .aggregator import Aggregator, PendingStudy
 from .events import EventBus, StudyRouted

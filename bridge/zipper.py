@@ -13,9 +13,10 @@ import shutil
 import threading
 import uuid
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 from isal import isal_zlib
 
@@ -200,7 +201,7 @@ class Zipper:
         leftovers: list[str] = []
         try:
             with zipfile.ZipFile(staging, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
-                for header, name in zip(headers, member_names(headers)):
+                for header, name in zip(headers, member_names(headers), strict=True):
                     if self.stop.is_set():
                         raise ZippingAborted("bridge stopping")
                     self.progress()
@@ -237,7 +238,7 @@ class Zipper:
         return target
 
 
-def study_log_fields(summary: StudySummary) -> dict[str, object]:
+def study_log_fields(summary: StudySummary) -> dict[str, Any]:
     """The log book's study columns, formatted as the Log Book screen shows them."""
     return {**log_columns(summary.patient_name, summary.birth_date, summary.study_date, summary.study_description,
                           summary.modality),

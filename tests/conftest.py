@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import queue
 import socket
+import types
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, cast
+from typing import Any, cast
 
 import pytest
 import tomlkit
@@ -14,6 +17,62 @@ import tomlkit
 from bridge.engine import Engine
 from bridge.events import BridgeEvent, StudyRouted
 from bridge.settings import Settings, default_document, load_settings
+
+from . import pacs, peers
+
+# where names imported inside a function (``from .peers import dcmtk``) are looked up
+_HELPER_NAMESPACES = ({**vars(pacs), **vars(peers)},)
+
+
+def _globals_named(obj: object) -> Iterator[object]:
+    """What a test helper's code names at module level (nested functions and lambdas included,
+    names imported inside it from the peer helpers too); for a class, what its methods name."""
+    if inspect.isclass(obj):
+        for member in vars(obj).values():
+            yield from _globals_named(getattr(member, "__func__", member))
+        return
+    if not inspect.isfunction(obj):
+        return
+    namespace = obj.__globals__
+    codes = [obj.__code__]
+    while codes:
+        code = codes.pop()
+        for name in code.co_names:
+            found = [space[name] for space in (namespace, *_HELPER_NAMESPACES) if name in space]
+            yield from found[:1]
+        codes.extend(const for const in code.co_consts if isinstance(const, types.CodeType))
+
+
+def reaches_peers(roots: list[object]) -> bool:
+    """Whether these test functions/fixtures call a real DICOM peer, through any of the tests'
+    own helpers (tests.*) on the way."""
+    seen: set[int] = set()
+    stack = list(roots)
+    while stack:
+        obj = stack.pop()
+        if inspect.isfunction(obj) or type(obj).__name__ == "FixtureFunctionDefinition":
+            obj = inspect.unwrap(obj)  # decorated functions, pytest's fixture definitions
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if any(obj is entry for entry in peers.PEER_ENTRY_POINTS):
+            return True
+        if (inspect.isfunction(obj) or inspect.isclass(obj)) and obj.__module__.startswith("tests"):
+            stack.extend(_globals_named(obj))
+    return False
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``peers`` every test that talks to DCMTK, Orthanc or dicom3tools, directly, through a
+    helper or through a fixture, so that ``-m "not peers"`` is the fast layer."""
+    for item in items:
+        if not isinstance(item, pytest.Function):
+            continue
+        roots: list[object] = [item.function]
+        for name in item.fixturenames:
+            roots.extend(d.func for d in item._fixtureinfo.name2fixturedefs.get(name, ()))
+        if reaches_peers(roots):
+            item.add_marker(pytest.mark.peers)
 
 
 def free_port() -> int:
@@ -38,7 +97,7 @@ class RunningBridge:
 
     engine: Engine
     port: int
-    events: "queue.Queue[BridgeEvent]" = field(default_factory=queue.Queue)
+    events: queue.Queue[BridgeEvent] = field(default_factory=queue.Queue)
 
     @property
     def storage(self) -> Path:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import threading
 import time
 import urllib.request
 from pathlib import Path
 
-from .peers import PEER_ENV, dcmtk, system_tool
+from .peers import PEER_ENV, dcmtk, dicom_tool
 
 
 def _free_port() -> int:
@@ -48,7 +49,7 @@ class Orthanc:
             "RemoteAccessAllowed": False, "AuthenticationEnabled": False, "DicomCheckCalledAet": True,
             "Plugins": [], **extra_config,
         }))
-        self.process = subprocess.Popen([system_tool("Orthanc", "orthanc"), str(config)], env=PEER_ENV,
+        self.process = subprocess.Popen([dicom_tool("Orthanc", "orthanc"), str(config)], env=PEER_ENV,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait(lambda: self._get_ok("/system") and _listening(self.port), "Orthanc")
 
@@ -93,3 +94,41 @@ class StoreSCP:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=30)
+
+
+class AbortingPeer:
+    """A "PACS" that answers every association request with an A-ABORT PDU, on a raw socket.
+
+    No DICOM library does that on purpose; it is how a PACS that crashes or dislikes the request
+    looks on the wire. It accepts any number of connections (the sender probes once more).
+    """
+
+    A_ABORT = bytes([0x07, 0x00, 0, 0, 0, 4, 0, 0, 2, 0])  # source: service provider, reason 0
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.connections = 0
+        threading.Thread(target=self._serve, name="aborting-peer", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return  # closed by stop()
+            self.connections += 1
+            with conn:
+                conn.settimeout(10)
+                try:
+                    if conn.recv(6):  # the A-ASSOCIATE-RQ header (a probe sends nothing)
+                        conn.sendall(self.A_ABORT)
+                except OSError:
+                    pass
+
+    def stop(self) -> None:
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+        except OSError:
+            pass
+        self.listener.close()

@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from functools import lru_cache
-from typing import Callable
+from collections.abc import Callable
+from functools import cache
 
 import pytest
 
@@ -27,7 +27,7 @@ def _missing(what: str) -> None:
     pytest.skip(message)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _find_dcmtk(name: str) -> str | None:
     path = shutil.which(name, path=SYSTEM_BIN)
     if path is None:
@@ -45,6 +45,7 @@ def dcmtk(name: str) -> str:
 
 
 def system_tool(name: str, package: str) -> str:
+    """Absolute path of an installed program (openssl, tmux, …) or skip/fail."""
     path = shutil.which(name, path=SYSTEM_BIN)
     if path is None:
         _missing(f"{name} ({package})")
@@ -53,9 +54,19 @@ def system_tool(name: str, package: str) -> str:
 
 def dciodvfy_errors(path: str) -> set[str]:
     """The 'Error' lines dicom3tools' dciodvfy reports for a file (compare before/after)."""
-    result = subprocess.run([system_tool("dciodvfy", "dicom3tools"), path], capture_output=True, text=True,
+    result = subprocess.run([dicom_tool("dciodvfy", "dicom3tools"), path], capture_output=True, text=True,
                             timeout=60, check=False)
     return {line.strip() for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")}
+def dicom_tool(name: str, package: str) -> str:
+    """A third-party DICOM peer that is not DCMTK (Orthanc, dicom3tools' dciodvfy).
+
+    Tests reaching this or ``dcmtk`` are marked ``peers`` (see conftest), so ``-m "not peers"``
+    runs the fast layer.
+    """
+    return system_tool(name, package)
+
+
+PEER_ENTRY_POINTS = (dcmtk, dicom_tool)
 
 
 def storescu_args(ae_called: str, port: int, files: list[str], *extra: str) -> list[str]:

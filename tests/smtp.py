@@ -13,7 +13,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 
 class _Collect:
-    def __init__(self, inbox: "queue.Queue[EmailMessage]") -> None:
+    def __init__(self, inbox: queue.Queue[EmailMessage]) -> None:
         self.inbox = inbox
 
     async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, N802 - aiosmtpd's hook
@@ -27,7 +27,7 @@ class MailServer:
 
     def __init__(self, port: int, login: tuple[str, str] | None = None,
                  tls_context: ssl.SSLContext | None = None) -> None:
-        self.inbox: "queue.Queue[EmailMessage]" = queue.Queue()
+        self.inbox: queue.Queue[EmailMessage] = queue.Queue()
         self.logins: list[str] = []
         options = {}
         if login is not None:
@@ -39,7 +39,8 @@ class MailServer:
 
     def _authenticator(self, login: tuple[str, str]):
         def check(server, session, envelope, mechanism, auth_data):  # noqa: ANN001 - aiosmtpd's hook
-            ok = isinstance(auth_data, LoginPassword) and (auth_data.login.decode(), auth_data.password.decode()) == login
+            ok = (isinstance(auth_data, LoginPassword)
+                  and (auth_data.login.decode(), auth_data.password.decode()) == login)
             self.logins.append("ok" if ok else "refused")
             return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd answers 535 itself
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
@@ -122,7 +122,8 @@ def unreadable_dataset(path: Path):
     meta.MediaStorageSOPInstanceUID = generate_uid()
     buffer = DicomBytesIO()
     write_file_meta_info(buffer, meta)
-    path.write_bytes(b"\0" * 128 + b"DICM" + buffer.getvalue() + b"\x08\x00\x05\x00CS\xff\xffgarbage that is no dataset")
+    path.write_bytes(b"\0" * 128 + b"DICM" + buffer.getvalue()
+                     + b"\x08\x00\x05\x00CS\xff\xffgarbage that is no dataset")
     return path, meta
 
 

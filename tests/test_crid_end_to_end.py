@@ -101,7 +101,7 @@ def test_every_recipient_id_fragment_leaves_the_files_and_only_clean_ids_route(r
     run_storescu(running_bridge.port, files, transfer_syntax=transfer_syntax(studies[0].files[0]))
     running_bridge.wait_routed(len(studies))
 
-    for study, (value, inbox, kept, suffix, warning_words) in zip(studies, GRAMMAR_CASES):
+    for study, (value, inbox, kept, suffix, warning_words) in zip(studies, GRAMMAR_CASES, strict=True):
         zip_path = _zip_of(running_bridge, inbox, study.uid)
         assert zip_path.name.endswith(f"_{study.uid}{suffix}.zip"), value
         assert_no_recipient_id_text(zip_path, ID_A, ID_B, SHORT_ID)
@@ -217,7 +217,7 @@ def test_names_from_hostile_patient_names_are_visible_and_honest(running_bridge,
     run_storescu(running_bridge.port, [str(f) for study in studies for f in study.files])
     running_bridge.wait_routed(len(studies))
 
-    for study, (patient, in_name, in_log_book) in zip(studies, NAME_CASES):
+    for study, (patient, in_name, in_log_book) in zip(studies, NAME_CASES, strict=True):
         left_in_file = "CRID#" in patient  # only the configured element is rewritten
         inbox, suffix = (INBOX_MANUAL, "") if left_in_file else (INBOX_AUTO, f"_CRID#{ID_A}")
         zip_path = _zip_of(running_bridge, inbox, study.uid)

@@ -24,11 +24,12 @@ ID = "1234567890123456"
 class HeadlessBridge:
     """The service as a subprocess; its stderr lines are read by a thread so waits can time out."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, command: tuple[str, ...] = (sys.executable, "-m", "bridge.cli"),
+                 cwd: Path | None = None) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bridge.cli", "--headless", "--config", str(config)],
-            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-        self.lines: "queue.Queue[str]" = queue.Queue()
+            [*command, "--headless", "--config", str(config)],
+            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=cwd)
+        self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
         threading.Thread(target=self._pump, daemon=True).start()
 

@@ -6,8 +6,8 @@ import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
-from bridge.instance import _read_instance_with_pydicom, read_instance, read_study_uid
 from bridge.header_scan import scan_header
+from bridge.instance import _read_instance_with_pydicom, read_instance, read_study_uid
 
 from .studies import CRID_TAG, CT, make_study
 

@@ -72,7 +72,7 @@ def test_engine_runs_the_janitor_at_start_up(bridge_settings):
 def test_log_book_rows_wait_in_memory_while_the_database_cannot_be_written(tmp_path):
     import sqlite3
 
-    from bridge.logbook import LogEntry, RECEIVE
+    from bridge.logbook import RECEIVE, LogEntry
 
     logbook = LogBook(tmp_path / "book.sqlite3")
 

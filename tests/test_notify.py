@@ -67,7 +67,7 @@ def _fail_a_zip(running: RunningBridge, tmp_path) -> None:
 
 def test_failures_are_mailed_one_each_and_successes_are_not(bridge_settings, smtp_port, mail_server,
                                                              start_bridge, tmp_path):
-    running = start_bridge(notify_settings(bridge_settings, smtp_port))
+    running = start_bridge(notify_settings(bridge_settings, smtp_port, notify_no_phi=False))  # patient data asked for
     run_storescu(running.port, [str(f) for f in make_study(tmp_path / "good", count=2).files])
     running.wait_routed()  # zipped into Inbox_Manual: no mail for a success
     crafted, meta = unreadable_dataset(tmp_path / "broken.dcm")
@@ -88,16 +88,16 @@ def test_failures_are_mailed_one_each_and_successes_are_not(bridge_settings, smt
 
 def test_arrivals_are_mailed_per_study_when_switched_on(bridge_settings, smtp_port, mail_server, start_bridge,
                                                          tmp_path):
-    running = start_bridge(notify_settings(bridge_settings, smtp_port, notify_on_arrival=True))
+    running = start_bridge(notify_settings(bridge_settings, smtp_port, notify_on_arrival=True, notify_no_phi=False))
     run_storescu(running.port, [str(f) for f in make_study(tmp_path / "a", count=3).files])
     mail = mail_server.next_mail()
     assert "Arrived: CT" in str(mail["Subject"]) and "3 images in Inbox_Manual" in str(mail["Subject"])
     assert PATIENT in text_of(mail) and "Inbox_Manual" in text_of(mail)
 
 
-def test_no_phi_leaves_the_patient_out_of_every_mail(bridge_settings, smtp_port, mail_server, start_bridge,
-                                                      tmp_path):
-    running = start_bridge(notify_settings(bridge_settings, smtp_port, notify_on_arrival=True, notify_no_phi=True))
+def test_by_default_no_mail_names_the_patient(bridge_settings, smtp_port, mail_server, start_bridge, tmp_path):
+    assert bridge_settings.notify_no_phi  # the default, as in mercure (phi_notifications: false)
+    running = start_bridge(notify_settings(bridge_settings, smtp_port, notify_on_arrival=True))
     run_storescu(running.port, [str(f) for f in make_study(tmp_path / "a", count=2).files])
     running.wait_routed()
     _fail_a_zip(running, tmp_path)
@@ -275,7 +275,8 @@ def test_a_receiver_that_cannot_listen_is_mailed(bridge_settings, smtp_port, mai
 
 
 def test_reaching_the_free_space_floor_is_mailed(bridge_settings, smtp_port, mail_server, start_bridge, tmp_path):
-    running = start_bridge(notify_settings(bridge_settings, smtp_port, min_free_mb=1_000_000))  # no disk has 1 TB free here
+    # no disk has 1 TB free here
+    running = start_bridge(notify_settings(bridge_settings, smtp_port, min_free_mb=1_000_000))
     files = [str(f) for f in make_study(tmp_path / "s", count=1).files]
     result = run_storescu(running.port, files, check=False)
     assert result.returncode != 0 and list(running.engine.layout.spool.rglob("*.dcm")) == []  # refused (0xA700)

@@ -10,12 +10,23 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
-from bridge.logbook import FAILED, RECEIVE, WARNING
 from bridge.layout import INBOX_AUTO, INBOX_MANUAL
+from bridge.logbook import FAILED, RECEIVE, WARNING
 
-from .peers import PEER_ENV, run_storescu, storescu_args, system_tool
-from .studies import (CRID_TAG, DEFLATED, JPEG2000, JPEG2000_LOSSLESS, JPEG_BASELINE, JPEG_LS, RLE, SR,
-                      make_study, raw_elements, transfer_syntax)
+from .peers import PEER_ENV, dicom_tool, run_storescu, storescu_args
+from .studies import (
+    CRID_TAG,
+    DEFLATED,
+    JPEG2000,
+    JPEG2000_LOSSLESS,
+    JPEG_BASELINE,
+    JPEG_LS,
+    RLE,
+    SR,
+    make_study,
+    raw_elements,
+    transfer_syntax,
+)
 
 ID_A = "1234567890123456"
 ID_B = "9876543210987654"
@@ -107,7 +118,7 @@ def test_compressed_and_other_syntaxes_pass_through_unchanged(running_bridge, tm
 
 
 def _dciodvfy_errors(path: Path) -> set[str]:
-    result = subprocess.run([system_tool("dciodvfy", "dicom3tools"), str(path)], capture_output=True,
+    result = subprocess.run([dicom_tool("dciodvfy", "dicom3tools"), str(path)], capture_output=True,
                             text=True, timeout=60)
     return {line.strip() for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")}
 

@@ -35,7 +35,7 @@ def orthanc(tmp_path):
 class SendingBridge:
     def __init__(self, settings) -> None:
         self.engine = Engine(settings, bind_address="127.0.0.1")
-        self.events: "queue.Queue" = queue.Queue()
+        self.events: queue.Queue = queue.Queue()
         self.engine.bus.subscribe(self.events.put)
         self.engine.start()
 

@@ -298,7 +298,8 @@ def test_the_bridge_receives_and_zips_under_memory_deny_write_execute(tmp_path):
             pytest.skip("this kernel has no PR_SET_MDWE (Linux < 6.3)")
         assert bridge.poll() != 78, "PR_SET_MDWE did not refuse writable+executable memory"
         assert "running headless" in "".join(lines), "".join(lines)
-        run_storescu(port, [str(p) for p in make_study(tmp_path / "study", count=3, crid_value="1234567890123456").files])
+        study = make_study(tmp_path / "study", count=3, crid_value="1234567890123456")
+        run_storescu(port, [str(p) for p in study.files])
         for line in bridge.stderr:  # type: ignore[union-attr]
             lines.append(line)
             if "zipped into" in line or "Traceback" in line:

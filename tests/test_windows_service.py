@@ -31,7 +31,8 @@ def test_definition_runs_the_headless_command_at_boot_restarting_on_failure():
     service = _definition()
     assert service.findtext("id") == "dicombridge"
     assert service.findtext("executable") == str(PYTHON)  # "&" survived the XML
-    assert service.findtext("arguments") == r'-m bridge.cli --headless --config "C:\ProgramData\DicomBridge\my config.toml"'
+    expected = r'-m bridge.cli --headless --config "C:\ProgramData\DicomBridge\my config.toml"'
+    assert service.findtext("arguments") == expected
     assert service.findtext("startmode") == "Automatic" and service.find("delayedAutoStart") is not None
     assert [f.get("action") for f in service.findall("onfailure")] == ["restart"] * 3  # the last one repeats
     assert service.findtext("stoptimeout") == "60 sec"  # Ctrl+C, then this long to finish associations

@@ -7,12 +7,15 @@ the workers themselves.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from textual.app import App, ScreenStackError
 from textual.binding import Binding
 
-from bridge.events import LogBookEntryAdded
+from bridge.events import BridgeEvent, LogBookEntryAdded
+from bridge.headless import EXIT_START_FAILED
+from bridge.layout import StorageError
 from bridge.session import Session, open_session
 from bridge.settings import Settings
 
@@ -42,9 +45,13 @@ class DicomBridgeApp(App):
 
     def on_mount(self) -> None:
         self.sub_title = self.session.label
-        self._unsubscribe = self.session.subscribe(lambda event: self.post_message(EngineEvent(event)))
+        self._unsubscribe = self.session.subscribe(self._forward)
         self.set_interval(1.0, self.refresh_status)
         self.refresh_status()
+
+    def _forward(self, event: BridgeEvent) -> None:
+        """Engine threads call this; ``post_message`` is thread-safe."""
+        self.post_message(EngineEvent(event))
 
     def on_engine_event(self, message: EngineEvent) -> None:
         if isinstance(message.event, LogBookEntryAdded):
@@ -64,10 +71,27 @@ class DicomBridgeApp(App):
 
 
 def run_tui(settings: Settings, config_path: Path) -> int:
-    """Open the session (host or attach), run the UI, stop what we host on the way out."""
-    session = open_session(settings, config_path)
+    """Open the session (host or attach), run the UI, stop what we host on the way out.
+
+    Returns the exit code: non-zero when the bridge or the UI could not start (a storage
+    folder that cannot be used, unreadable styles…), so a script or an admin sees the failure.
+    """
+    stylesheet = Path(__file__).with_name(DicomBridgeApp.CSS_PATH)
+    if not stylesheet.is_file():  # an incomplete install: say so before starting any worker
+        print(f"dicombridge: the terminal UI cannot start: {stylesheet} is missing (reinstall dicombridge; "
+              f"`dicombridge --headless` runs the bridge without the UI)", file=sys.stderr)
+        return EXIT_START_FAILED
     try:
-        DicomBridgeApp(session).run()
+        session = open_session(settings, config_path)
+    except StorageError as err:
+        print(f"dicombridge: {err}", file=sys.stderr)
+        return EXIT_START_FAILED
+    app = DicomBridgeApp(session)
+    try:
+        app.run()
     finally:
         session.close()
-    return 0
+    if app.return_code:  # Textual printed the error (e.g. a stylesheet it cannot read) above
+        print(f"dicombridge: the terminal UI failed (exit code {app.return_code}); "
+              f"`dicombridge --headless` runs the bridge without it", file=sys.stderr)
+    return app.return_code or 0

@@ -5,8 +5,8 @@ It implements the same Session interface as the real ones, so the screens cannot
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from bridge.events import BridgeStatus, PendingInfo, Subscriber
 from bridge.logbook import FAILED, INFO, RECEIVE, SEND, SERVICE, SUCCESS, WARNING, LogEntry

@@ -8,7 +8,7 @@ hands the new settings to the session, which puts them in force without a restar
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from rich.markup import escape
 from textual import on, work
@@ -18,12 +18,21 @@ from textual.screen import Screen
 from textual.validation import ValidationResult, Validator
 from textual.widgets import Button, Footer, Header, Input, Label, Static, Switch
 
-from bridge.pacs import pacs_target
 from bridge.mail import MailError
 from bridge.notifier import send_test_mail
+from bridge.pacs import pacs_target
 from bridge.sender import PacsTarget, echo
-from bridge.settings import (SETTINGS, Settings, SettingsError, SettingSpec, file_values, load_settings, save_values,
-                             settings_from_values, validate_value)
+from bridge.settings import (
+    SETTINGS,
+    Settings,
+    SettingsError,
+    SettingSpec,
+    file_values,
+    load_settings,
+    save_values,
+    settings_from_values,
+    validate_value,
+)
 
 from .folder_picker import FolderPicker
 from .messages import EchoFinished, TestMailFinished
@@ -110,7 +119,7 @@ class SettingsScreen(Screen):
     # -- values on screen ---------------------------------------------------------------------
     def _show(self, values: dict[str, Any]) -> None:
         for spec in SETTINGS:
-            widget = self.query_one(f"#{widget_id(spec)}")
+            widget = cast("Input | Switch", self.query_one(f"#{widget_id(spec)}"))
             value = values[spec.name]
             if isinstance(widget, Switch):
                 widget.value = bool(value)
@@ -121,9 +130,11 @@ class SettingsScreen(Screen):
         """Values as typed; raises SettingsError naming the first bad one."""
         values = {}
         for spec in SETTINGS:
-            widget = self.query_one(f"#{widget_id(spec)}")
-            raw = widget.value
-            values[spec.name] = raw if isinstance(widget, Switch) else validate_value(spec.name, parse(spec, raw))
+            widget = cast("Input | Switch", self.query_one(f"#{widget_id(spec)}"))
+            if isinstance(widget, Switch):
+                values[spec.name] = widget.value
+            else:
+                values[spec.name] = validate_value(spec.name, parse(spec, widget.value))
         return values
 
     @on(Input.Changed, ".setting-input")

@@ -7,7 +7,6 @@ from textual.widgets import Static
 
 from bridge.events import BridgeStatus
 
-
 ERROR_CHARS = 60  # the full text is in the Log Book's detail panel
 
 
