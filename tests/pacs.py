@@ -37,7 +37,7 @@ class Orthanc:
 
     aet = "ORTHANC"
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, **extra_config: object) -> None:
         self.port, self.http_port = _free_port(), _free_port()
         folder.mkdir(parents=True, exist_ok=True)
         config = folder / "orthanc.json"
@@ -45,7 +45,7 @@ class Orthanc:
             "Name": "test", "DicomAet": self.aet, "DicomPort": self.port, "HttpPort": self.http_port,
             "StorageDirectory": str(folder / "db"), "IndexDirectory": str(folder / "db"),
             "RemoteAccessAllowed": False, "AuthenticationEnabled": False, "DicomCheckCalledAet": True,
-            "Plugins": [],
+            "Plugins": [], **extra_config,
         }))
         self.process = subprocess.Popen([system_tool("Orthanc", "orthanc"), str(config)], env=PEER_ENV,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
