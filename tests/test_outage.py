@@ -117,7 +117,7 @@ def test_out_of_resources_is_retried_and_only_unstored_images_are_sent_again(bri
     busy = str(dcmread(files[1]).SOPInstanceUID)
     pacs = MisbehavingPacs(lambda uid, n: 0xA700 if uid == busy and n <= 2 else 0x0000)
     try:
-        bridge = make_bridge(sending_settings(bridge_settings, pacs.port, pacs.aet, send_retries=1))
+        bridge = make_bridge(sending_settings(bridge_settings, pacs.port, pacs.aet))
         bridge.drop(zip_of(files))
         row = bridge.wait_for_row(lambda r: "PACS unreachable since" in r.detail)
         assert "series/0001.dcm: the PACS answered 0xA700 out of resources" in row.detail
