@@ -229,7 +229,8 @@ class Outbox:
 
     def _poll(self) -> list[Path]:
         """Ready ZIPs in Outbox_Auto, in name order; fails the invalid and the non-regular ones."""
-        candidates, odd = [], []
+        candidates: list[Path] = []
+        odd: list[Path] = []
         with os.scandir(self.layout.outbox_auto) as entries:
             for entry in entries:
                 if not entry.name.lower().endswith(".zip"):

@@ -105,6 +105,6 @@ def log_uncaught_thread_exceptions() -> None:
 
     def hook(args: threading.ExceptHookArgs) -> None:
         name = args.thread.name if args.thread is not None else "?"
-        log.error("uncaught exception in thread %s", name, exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+        log.error("uncaught exception in thread %s", name, exc_info=args.exc_value or True)
 
     threading.excepthook = hook

@@ -17,7 +17,7 @@ from .conftest import free_port
 from .misbehaving_pacs import MisbehavingPacs
 from .pacs import StoreSCP
 from .studies import make_large_study, make_study
-from .test_send import make_bridge, sending_settings, zip_of  # noqa: F401 - make_bridge is a fixture
+from .test_send import sending_settings, zip_of
 
 
 @pytest.fixture(autouse=True)

@@ -27,7 +27,7 @@ from bridge.supervisor import Supervisor
 from .conftest import write_config
 from .pacs import Orthanc, StoreSCP
 from .studies import make_study
-from .test_send import make_bridge, sending_settings, zip_of  # noqa: F401 - make_bridge is a fixture
+from .test_send import sending_settings, zip_of
 
 
 @pytest.fixture
@@ -202,7 +202,7 @@ def test_name_not_in_utf8_is_sent(bridge_settings, make_bridge, storescp, tmp_pa
 
 def test_config_watcher_survives_odd_names_and_refuses_a_deleted_or_empty_file(bridge_settings, make_bridge,
                                                                                tmp_path, monkeypatch):
-    import bridge.config_watch as config_watch
+    from bridge import config_watch
 
     monkeypatch.setattr(config_watch, "POLL_SECONDS", 0.1)
     (tmp_path / "conf").mkdir()
@@ -274,10 +274,10 @@ def test_failed_zip_age_counts_from_the_failure_and_its_reason_goes_after_a_rese
 
 
 def test_a_worker_that_dies_is_logged_restarted_and_shown(bridge_settings, make_bridge, tmp_path, monkeypatch):
-    import bridge.supervisor as supervisor_module
+    from bridge import supervisor as supervisor_module
 
     monkeypatch.setattr(supervisor_module, "FIRST_BACKOFF_SECONDS", 0.2)
-    calls: "queue.Queue[int]" = queue.Queue()
+    calls: queue.Queue[int] = queue.Queue()
     count = [0]
     real_sweep = sweep
 
@@ -303,7 +303,7 @@ def test_supervisor_restarts_with_back_off_and_a_row_per_death(tmp_path):
 
     logbook = LogBook(tmp_path / "log.sqlite3")
     stop = threading.Event()
-    runs: "queue.Queue[int]" = queue.Queue()
+    runs: queue.Queue[int] = queue.Queue()
     count = [0]
 
     def loop() -> None:
@@ -313,7 +313,7 @@ def test_supervisor_restarts_with_back_off_and_a_row_per_death(tmp_path):
             raise RuntimeError("boom")
         stop.wait()
 
-    import bridge.supervisor as supervisor_module
+    from bridge import supervisor as supervisor_module
 
     supervisor_module.FIRST_BACKOFF_SECONDS, saved = 0.05, supervisor_module.FIRST_BACKOFF_SECONDS
     try:

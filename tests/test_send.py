@@ -76,20 +76,6 @@ def sending_settings(bridge_settings, peer_port: int, called: str, **changes):
                    send_retry_delay_seconds=1, **changes)
 
 
-@pytest.fixture
-def make_bridge():
-    bridges = []
-
-    def start(settings) -> SendingBridge:
-        bridge = SendingBridge(settings)
-        bridges.append(bridge)
-        return bridge
-
-    yield start
-    for bridge in bridges:
-        bridge.stop()
-
-
 def zip_of(files: list[Path], extra: dict[str, bytes] | None = None) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
