@@ -319,7 +319,7 @@ class Outbox:
             return False
         self._maybe_notify(outage, settings, now)
         if settings.target != outage.target:
-            outage.next_try = now  # the settings changed: try the new ones at once
+            outage.target, outage.next_try = settings.target, now  # the settings changed: try them at once
         if now < outage.next_try:
             return False
         result = echo(settings.target)

@@ -172,3 +172,18 @@ def test_large_zip_to_storescp_never_stalls(bridge_settings, make_bridge, tmp_pa
     assert "unexpected C-STORE" not in caplog.text and "DIMSE timeout" not in caplog.text
     row = bridge.engine.logbook.newest()[0]
     assert (row.action, done.status, row.detail) == (SEND, SUCCESS, "500 images stored in the PACS")
+
+
+def test_status_line_shows_the_outage_and_restarted_workers():
+    from bridge.events import BridgeStatus
+    from tui.status_bar import describe
+
+    status = BridgeStatus(listening=True, port=104, receiver_error="", pending=(), outbox_waiting=3, owner_pid=None,
+                          outbox_note="PACS unreachable since 10:02, 3 ZIPs waiting, next try 10:15:30",
+                          worker_notes=("janitor restarted 1× (PermissionError: denied)",))
+    line = describe(status, "")
+    assert "outbox: PACS unreachable since 10:02, 3 ZIPs waiting, next try 10:15:30" in line
+    assert "janitor restarted 1× (PermissionError: denied)" in line
+    quiet = describe(BridgeStatus(listening=True, port=104, receiver_error="", pending=(), outbox_waiting=0,
+                                  owner_pid=None), "")
+    assert "outbox: 0 waiting" in quiet
