@@ -97,7 +97,7 @@ def damage(data: bytes, late: bool) -> bytes:
 
 
 @pytest.mark.parametrize("late", [False, True], ids=["early", "late"])
-def test_damaged_deflate_stream_fails_that_zip_only(bridge_settings, make_bridge, storescp, tmp_path, late):
+def test_damaged_deflate_stream_fails_that_zip_only(bridge_settings, make_bridge, storescp, tmp_path, late, capfd):
     bridge = make_bridge(sending_settings(bridge_settings, storescp.port, storescp.aet))
     bridge.drop(damage(deflated_member(tmp_path), late), "damaged.zip")
     (done,) = bridge.wait_done()
@@ -105,6 +105,7 @@ def test_damaged_deflate_stream_fails_that_zip_only(bridge_settings, make_bridge
     reason = (bridge.layout.outbox_failed / "damaged.zip.reason.txt").read_text()
     assert "series/damaged.dcm" in reason and ("damaged" in reason or "cannot be read" in reason)
     assert_next_good_zip_is_sent(bridge, tmp_path)
+    assert "Traceback" not in capfd.readouterr().err
 
 
 def test_pacs_closing_an_idle_association_while_unpacking(bridge_settings, make_bridge, tmp_path, monkeypatch):
@@ -273,7 +274,8 @@ def test_failed_zip_age_counts_from_the_failure_and_its_reason_goes_after_a_rese
     assert list(bridge.layout.outbox_failed.iterdir()) == []
 
 
-def test_a_worker_that_dies_is_logged_restarted_and_shown(bridge_settings, make_bridge, tmp_path, monkeypatch):
+def test_a_worker_that_dies_is_logged_restarted_and_shown(bridge_settings, make_bridge, tmp_path, monkeypatch,
+                                                          capfd):
     from bridge import supervisor as supervisor_module
 
     monkeypatch.setattr(supervisor_module, "FIRST_BACKOFF_SECONDS", 0.2)
@@ -296,6 +298,8 @@ def test_a_worker_that_dies_is_logged_restarted_and_shown(bridge_settings, make_
     calls.get(timeout=30)  # swept again after the restart
     notes = bridge.engine.status().worker_notes
     assert len(notes) == 1 and notes[0].startswith("janitor restarted 1×")
+    assert "Traceback" not in capfd.readouterr().err  # in dicombridge.log, not on stderr
+    assert "PermissionError" in bridge.layout.text_log.read_text()
 
 
 def test_supervisor_restarts_with_back_off_and_a_row_per_death(tmp_path):
