@@ -38,10 +38,12 @@ class MisbehavingPacs:
         uid = str(event.request.AffectedSOPInstanceUID)
         with self.changed:
             self.requests[uid] += 1
-            status = self.rule(uid, self.requests[uid])
-            if status == 0x0000:
-                self.stored[uid] += 1
+            seen = self.requests[uid]
             self.changed.notify_all()
+        status = self.rule(uid, seen)  # outside the lock: a rule may stall this one association
+        if status == 0x0000:
+            with self.changed:
+                self.stored[uid] += 1
         return status
 
     def wait_requests(self, count: int, timeout: float = 60) -> None:

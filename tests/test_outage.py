@@ -187,3 +187,30 @@ def test_status_line_shows_the_outage_and_restarted_workers():
     quiet = describe(BridgeStatus(listening=True, port=104, receiver_error="", pending=(), outbox_waiting=0,
                                   owner_pid=None), "")
     assert "outbox: 0 waiting" in quiet
+
+
+def test_a_stalled_pacs_is_retried_and_only_the_unanswered_image_is_sent_again(bridge_settings, make_bridge,
+                                                                             tmp_path, monkeypatch):
+    import bridge.pacs
+
+    monkeypatch.setattr(bridge.pacs.pacs_target, "__defaults__", (2.0,))  # the DIMSE timeout, 30 s normally
+    files = make_study(tmp_path / "study", count=3).files
+    stalled = str(dcmread(files[1]).SOPInstanceUID)
+    release = threading.Event()
+
+    def rule(uid: str, n: int) -> int:
+        if uid == stalled and n == 1:
+            release.wait(30)  # a PACS that never answers this C-STORE
+        return 0x0000
+
+    pacs = MisbehavingPacs(rule)
+    try:
+        bridge = make_bridge(sending_settings(bridge_settings, pacs.port, pacs.aet))
+        bridge.drop(zip_of(files))
+        (done,) = bridge.wait_done()
+    finally:
+        release.set()
+        pacs.stop()
+    assert done.status == SUCCESS
+    others = {uid: count for uid, count in pacs.requests.items() if uid != stalled}
+    assert pacs.requests[stalled] == 2 and set(others.values()) == {1} and len(others) == 2
