@@ -153,7 +153,8 @@ def request_commitment(target: PacsTarget, instances: list[tuple[str, str]], led
                          evt_handlers=[NAGLE_OFF, (evt.EVT_N_EVENT_REPORT, ledger.handle_event_report)])
     if not assoc.is_established:
         ledger.close(transaction_uid)
-        raise CommitmentError(f"cannot ask for storage commitment: {describe_failed_association(assoc, target)}")
+        _failure, why = describe_failed_association(assoc, target)
+        raise CommitmentError(f"cannot ask for storage commitment: {why}")
     try:
         if not assoc.accepted_contexts:
             raise CommitmentError("the PACS does not support storage commitment (Push Model not accepted)")

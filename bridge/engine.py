@@ -19,14 +19,15 @@ from .layout import StorageLayout
 from .liveness import Liveness
 from .logbook import FAILED, INFO, RECEIVE, SERVICE, WARNING, LogBook, LogEntry
 from .notifier import Notifier
-from .outbox import Outbox
+from .outbox import Outbox, outbox_waiting
 from .ownership import FolderOwnership
 from .pacs import send_options
 from .permissions import restrict_storage, use_private_umask
 from .receiver import Receiver, ReceiverStartError, clear_incoming
 from .settings import SETTINGS, Settings, receive_tls_context
+from .supervisor import Supervisor, log_uncaught_thread_exceptions
 from .textlog import setup_text_log
-from .tls import TlsSetupError
+from .tls import TlsSetupError, certificate_warnings
 from .zip_worker import ZipWorker
 from .zipper import Zipper
 
@@ -47,7 +48,10 @@ class Engine:
         self.logbook = LogBook(self.layout.logbook_db, self.bus)
         self._permission_warning = restrict_storage(self.layout, settings.share_with_group)
         self.stopping = threading.Event()
-        self.notifier = Notifier(self.layout, self.logbook, self.bus, lambda: self.settings, self.stopping)
+        log_uncaught_thread_exceptions()
+        self.supervisor = Supervisor(self.logbook, self.stopping)
+        self.notifier = Notifier(self.layout, self.logbook, self.bus, lambda: self.settings, self.stopping,
+                                 thread_factory=self.supervisor.thread)
         self.bus.subscribe(self.notifier.consider)
         self.aggregator = Aggregator(self.layout.spool, settings.receive_timeout_seconds)
         self.liveness = Liveness()
@@ -58,7 +62,8 @@ class Engine:
         self.outbox: Outbox | None = None
         self._bind_address = bind_address
         self.zip_worker = ZipWorker(self.layout, self.aggregator, self.zipper, self.logbook, self.bus, self.stopping,
-                                    heartbeat=lambda: self.liveness.tick("zipper"))
+                                    heartbeat=lambda: self.liveness.tick("zipper"),
+                                    thread_factory=self.supervisor.thread)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -70,7 +75,8 @@ class Engine:
         self._recover()
         self.notifier.start()
         self.zip_worker.start()
-        Janitor(self.layout, self.logbook, lambda: self.settings.keep_failed_days, self.stopping).start()
+        Janitor(self.layout, self.logbook, lambda: self.settings.keep_failed_days, self.stopping,
+                thread_factory=self.supervisor.thread).start()
         self._start_outbox()
         try:
             self._start_receiver()
@@ -78,6 +84,9 @@ class Engine:
             self.logbook.add(LogEntry(action=SERVICE, status=INFO, detail=self._start_detail()))
             if self._permission_warning:
                 self.logbook.add(LogEntry(action=SERVICE, status=WARNING, detail=self._permission_warning))
+            for warning in certificate_warnings({"receive.tls_cert": self.settings.receive_tls_cert,
+                                                 "send.tls_cert": self.settings.send_tls_cert}):
+                self.logbook.add(LogEntry(action=SERVICE, status=WARNING, needs_attention=True, detail=warning))
 
     def _start_receiver(self) -> None:
         self.receiver_error = ""
@@ -102,7 +111,7 @@ class Engine:
     def _start_outbox(self) -> None:
         if self.settings.send_enabled and self.settings.send_host and self.outbox is None:
             self.outbox = Outbox(self.layout, self.logbook, self.bus, lambda: send_options(self.settings),
-                                 self.stopping)
+                                 self.stopping, thread_factory=self.supervisor.thread)
             self.outbox.start()
 
     def apply_settings(self, new: Settings) -> str:
@@ -193,9 +202,8 @@ class Engine:
             listening=self.receiver is not None and self.receiver.listening, port=self.settings.receive_port,
             receiver_error=self.receiver_error if self.settings.receive_enabled else "receiving is disabled",
             pending=pending, outbox_waiting=outbox_waiting(self.layout), owner_pid=None,
+            outbox_note=self.outbox.status_text() if self.outbox is not None else "",
+            worker_notes=tuple(f"{t.name} {'restarting' if t.restarting else 'restarted'} {t.restarts}× "
+                               f"({t.last_error})" for t in self.supervisor.troubles()),
         )
 
-
-def outbox_waiting(layout: StorageLayout) -> int:
-    """ZIPs in Outbox_Auto plus the one being sent."""
-    return len(list(layout.outbox_auto.glob("*.zip"))) + len(list(layout.outbox_work.glob("*.zip")))

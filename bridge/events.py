@@ -93,6 +93,8 @@ class BridgeStatus:
     pending: tuple[PendingInfo, ...]
     outbox_waiting: int
     owner_pid: int | None  # set when the UI is attached to a service owning the folder
+    outbox_note: str = ""  # e.g. "PACS unreachable since 10:02, 3 ZIPs waiting, next try 10:15:30"
+    worker_notes: tuple[str, ...] = ()  # e.g. "outbox restarted 2× (OSError: …)"
 
 
 BridgeEvent = LogBookEntryAdded | MailQueued | InstanceStored | StudyRouted | OutboxZipDone | ReceiverStateChanged

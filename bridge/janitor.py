@@ -1,7 +1,9 @@
 """The janitor: failed data a person did not act on is deleted after ``keep_failed_days``.
 
-Only Inbox_Failed and Outbox_Failed are touched, by modification time (moving an entry there
-or re-queueing it renews nothing, so the age is that of the failure). Every deletion is in
+Only Inbox_Failed and Outbox_Failed are touched, by modification time, which counts from the
+failure: the outbox sets a failed ZIP's time stamp when it moves it there (a ZIP copied in with
+its original time stamp would otherwise look old), and a failed study folder gets its
+reason.txt written at the move. A folder missing for a moment (deleted by hand) is skipped. Every deletion is in
 the log book. Log-book rows older than a year are pruned in the same pass.
 """
 
@@ -15,6 +17,7 @@ from pathlib import Path
 
 from .layout import StorageLayout
 from .logbook import CLEANUP, FAILED, SUCCESS, LogBook, LogEntry
+from .supervisor import ThreadFactory, plain_thread
 
 JANITOR_INTERVAL_SECONDS = 3600.0
 
@@ -24,7 +27,11 @@ def sweep(layout: StorageLayout, logbook: LogBook, keep_days: int, now: float | 
     cutoff = (now or time.time()) - keep_days * 86400
     deleted = []
     for folder in (layout.inbox_failed, layout.outbox_failed):
-        for entry in sorted(folder.iterdir()):
+        try:
+            entries = sorted(folder.iterdir())
+        except FileNotFoundError:
+            continue
+        for entry in entries:
             try:
                 if entry.lstat().st_mtime >= cutoff:
                     continue
@@ -48,13 +55,13 @@ def sweep(layout: StorageLayout, logbook: LogBook, keep_days: int, now: float | 
 class Janitor:
     """Sweeps at start-up and then every hour, on its own thread."""
 
-    def __init__(self, layout: StorageLayout, logbook: LogBook, keep_days: Callable[[], int],
-                 stop: threading.Event) -> None:
+    def __init__(self, layout: StorageLayout, logbook: LogBook, keep_days: Callable[[], int], stop: threading.Event,
+                 thread_factory: ThreadFactory = plain_thread) -> None:
         self.layout = layout
         self.logbook = logbook
         self.keep_days = keep_days
         self.stop = stop
-        self._thread = threading.Thread(target=self._run, name="janitor", daemon=True)
+        self._thread = thread_factory("janitor", self._run)
 
     def start(self) -> None:
         self._thread.start()

@@ -26,6 +26,7 @@ from .logbook import FAILED, INFO, RECEIVE, SERVICE, SUCCESS, WARNING, LogBook, 
 from .mail import MailError, new_message, send_mail
 from .mail_text import ARRIVAL, FAILURE, Notice, compose_digest, compose_single, compose_summary
 from .settings import Settings
+from .supervisor import ThreadFactory, plain_thread
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,8 @@ class Notifier:
     """Owns the mail queue folder and the thread that delivers it."""
 
     def __init__(self, layout: StorageLayout, logbook: LogBook, bus: EventBus, settings: Callable[[], Settings],
-                 stopping: threading.Event) -> None:
+                 stopping: threading.Event,
+                 thread_factory: ThreadFactory = plain_thread) -> None:
         self.layout = layout
         self.bus = bus
         self.logbook = logbook
@@ -60,7 +62,7 @@ class Notifier:
         self._server_down = False  # the last delivery failed: wait retry_seconds (or a new event)
         self._server_down_logged = False  # the outage is in the log book (once per outage)
         self._backlog = False  # queued mails are left from an outage or an earlier run: send as one digest
-        self._thread = threading.Thread(target=self._run, name="notifier", daemon=True)
+        self._thread = thread_factory("notifier", self._run)
 
     # -- called on any worker's thread --------------------------------------------------------
     def consider(self, event: object) -> None:

@@ -20,6 +20,8 @@ class SendSettings:
     retries: int
     retry_delay_seconds: float
     parallel_associations: int = 1
+    give_up_after_hours: float = 24
+    notify_after_minutes: float = 15
 
 
 def pacs_target(settings: Settings, timeout_seconds: float = NETWORK_TIMEOUT_SECONDS) -> PacsTarget:
@@ -33,4 +35,6 @@ def send_options(settings: Settings) -> SendSettings:
     """The sending options in force (read again for every ZIP, so a saved change applies)."""
     return SendSettings(target=pacs_target(settings), retries=settings.send_retries,
                         retry_delay_seconds=settings.send_retry_delay_seconds,
-                        parallel_associations=settings.send_parallel_associations)
+                        parallel_associations=settings.send_parallel_associations,
+                        give_up_after_hours=settings.send_give_up_after_hours,
+                        notify_after_minutes=settings.send_notify_after_minutes)

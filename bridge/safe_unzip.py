@@ -9,6 +9,10 @@ counted while writing, not taken from the headers (zip bombs lie about them).
 meta: SOP class, instance, transfer syntax), which is all the sender needs to open its
 associations; ``extract_all()`` then writes the members in order, announcing each one, so the
 first images are on their way while the rest is still being unpacked.
+
+Whatever goes wrong *reading* a member is the ZIP's fault (``ZipRejected``: ISA-L, which the
+zipper installs as zipfile's zlib, raises its own error type, not ``zlib.error``); what goes
+wrong *writing* is the disk's (``OSError``; the outbox waits when it is full).
 """
 
 from __future__ import annotations
@@ -75,6 +79,11 @@ def check_entries(archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
     return files
 
 
+def _what(err: BaseException) -> str:
+    """The error's text, or its type when it has none (some decompressors raise bare errors)."""
+    return str(err) or type(err).__name__
+
+
 class ZipUnpacker:
     """One outbox ZIP: plan what to send from the member heads, then extract in order."""
 
@@ -100,15 +109,15 @@ class ZipUnpacker:
                 self.skipped.append(f"{info.filename}: not a DICOM file")
                 continue
             target = self.work / f"{number:06d}.dcm"
-            self._planned.append((info, FileMeta(target, *found)))
+            self._planned.append((info, FileMeta(target, *found, label=info.filename)))
         return [meta for _, meta in self._planned]
 
     def _read_head(self, info: zipfile.ZipInfo) -> bytes:
         try:
             with self._archive.open(info) as member:
                 return member.read(HEAD_BYTES)
-        except (zipfile.BadZipFile, EOFError, OSError, RuntimeError, NotImplementedError) as err:
-            raise ZipRejected(f"entry {info.filename!r} cannot be read: {err}") from None
+        except Exception as err:  # noqa: BLE001 - any reading error (zlib, ISA-L, CRC, I/O) is a damaged ZIP
+            raise ZipRejected(f"entry {info.filename!r} cannot be read: {_what(err)}") from None
 
     def extract_all(self, on_ready: Callable[[Path], None] = lambda path: None) -> None:
         """Write every planned member (sizes counted, CRC checked), announcing each one."""
@@ -123,16 +132,25 @@ class ZipUnpacker:
         """Copy one member; zipfile stops at the declared size and checks the CRC, we count too."""
         limit = min(MAX_TOTAL_BYTES - total_before, info.file_size)
         written = 0
-        try:
-            with self._archive.open(info) as source, open(target, "wb") as sink:
-                while chunk := source.read(CHUNK):
+        with open(target, "wb") as sink:  # OSError here and in write(): the disk, not the ZIP
+            try:
+                source = self._archive.open(info)
+            except Exception as err:  # noqa: BLE001 - see _read
+                raise ZipRejected(f"entry {info.filename!r} is damaged: {_what(err)}") from None
+            with source:
+                while chunk := self._read(source, info):
                     written += len(chunk)
                     if written > limit:
                         raise ZipRejected(f"entry {info.filename!r} unpacks far beyond its size (zip bomb?)")
                     sink.write(chunk)
-        except (zipfile.BadZipFile, EOFError, RuntimeError, NotImplementedError) as err:
-            raise ZipRejected(f"entry {info.filename!r} is damaged: {err}") from None
         return written
+
+    @staticmethod
+    def _read(source, info: zipfile.ZipInfo) -> bytes:  # noqa: ANN001 - zipfile.ZipExtFile
+        try:
+            return source.read(CHUNK)
+        except Exception as err:  # noqa: BLE001 - zlib/ISA-L/CRC/EOF errors alike mean a damaged member
+            raise ZipRejected(f"entry {info.filename!r} is damaged: {_what(err)}") from None
 
     def close(self) -> None:
         self._archive.close()
@@ -144,7 +162,7 @@ class ReadyFiles:
 
     timeout_seconds: float = 600.0
     _ready: set[Path] = field(default_factory=set)
-    _error: str = ""
+    _error: BaseException | None = None
     _done: bool = False
     _changed: threading.Condition = field(default_factory=threading.Condition)
 
@@ -153,7 +171,8 @@ class ReadyFiles:
             self._ready.add(path)
             self._changed.notify_all()
 
-    def finish(self, error: str = "") -> None:
+    def finish(self, error: BaseException | None = None) -> None:
+        """Unpacking ended; with ``error`` every waiting sender raises it (ZipRejected, OSError)."""
         with self._changed:
             self._error, self._done = error, True
             self._changed.notify_all()
@@ -163,4 +182,4 @@ class ReadyFiles:
             if not self._changed.wait_for(lambda: meta.path in self._ready or self._done, self.timeout_seconds):
                 raise ZipRejected(f"unpacking stalled for {self.timeout_seconds:.0f} s")
             if meta.path not in self._ready:
-                raise ZipRejected(self._error or "unpacking stopped")
+                raise self._error or ZipRejected("unpacking stopped")

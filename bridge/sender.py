@@ -5,7 +5,9 @@ travels in its own transfer syntax: the association proposes exactly the (SOP cl
 transfer syntax) pairs found in the files' meta, split over several associations when there
 are more than 128. Warning statuses count as stored (manual §5, PACS practice). Transient
 problems (refused, rejected, aborted, timed out) raise ``TransientSendError`` so the caller
-can retry the files not yet delivered; a failure status for an image is final.
+can retry the files not yet delivered; ``PacsUnreachable`` (no association at all) tells the
+outbox to wait the outage out rather than retry at once. 0xA7xx (out of resources) is transient
+too: those images are sent again later. Any other failure status for an image is final.
 """
 
 from __future__ import annotations
@@ -48,6 +50,10 @@ class TransientSendError(RuntimeError):
         self.failure = failure
 
 
+class PacsUnreachable(TransientSendError):
+    """No association came up (refused, rejected, no route, TLS): nothing was sent this time."""
+
+
 class SendingInterrupted(Exception):
     """The bridge is stopping between two tries; the caller keeps the work for later."""
 
@@ -75,6 +81,39 @@ class FileMeta:
     sop_class: str
     sop_instance: str
     transfer_syntax: str
+    label: str = ""  # what a person knows the file by (its name in the ZIP); the path if empty
+
+    @property
+    def name(self) -> str:
+        return self.label or self.path.name
+
+
+# One table of status texts (PS3.4 Annex B and C.4.2.1.4), for reasons an admin can act on.
+STATUS_TEXTS: dict[int, str] = {
+    0x0000: "success", 0x0001: "success (warning: attribute list error)",
+    0x0107: "warning: attribute list error", 0x0110: "processing failure", 0x0111: "duplicate SOP instance",
+    0x0117: "invalid object instance", 0x0122: "SOP class not supported", 0x0124: "not authorised",
+    0x0210: "duplicate invocation", 0x0211: "unrecognised operation", 0x0212: "mistyped argument",
+    0x0213: "resource limitation", 0xA700: "out of resources", 0xA900: "data set does not match SOP class",
+    0xB000: "warning: coercion of data elements", 0xB006: "warning: elements discarded",
+    0xB007: "warning: data set does not match SOP class", 0xC000: "cannot understand",
+}
+STATUS_RANGES: tuple[tuple[int, int, str], ...] = (  # ranges the standard leaves to the PACS
+    (0xA700, 0xA7FF, "out of resources"), (0xA900, 0xA9FF, "data set does not match SOP class"),
+    (0xC000, 0xCFFF, "cannot understand"),
+)
+
+
+def describe_status(status: int) -> str:
+    """``0xA700 out of resources``: the code and what it means."""
+    text = STATUS_TEXTS.get(status) or next((t for low, high, t in STATUS_RANGES if low <= status <= high),
+                                            "unknown status")
+    return f"0x{status:04X} {text}"
+
+
+def is_out_of_resources(status: int) -> bool:
+    """0xA7xx: the PACS asks us to try again later (the bridge's own receiver answers it when full)."""
+    return 0xA700 <= status <= 0xA7FF
 
 
 @dataclass
@@ -84,6 +123,7 @@ class SendReport:
     delivered: list[Path] = field(default_factory=list)
     warnings: dict[Path, int] = field(default_factory=dict)  # file -> warning status
     failed: dict[Path, str] = field(default_factory=dict)  # file -> why
+    deferred: dict[Path, str] = field(default_factory=dict)  # file -> why it is worth another try (0xA700)
 
     @property
     def ok(self) -> bool:
@@ -148,11 +188,12 @@ def send_batch(target: PacsTarget, batch: list[FileMeta], report: SendReport, wa
                          tls_args=target.tls_args)
     if not assoc.is_established:
         failure, why = _describe_failed_association(assoc, target)
-        raise TransientSendError(why, failure)
+        raise PacsUnreachable(why, failure)
+    keep_responses_from_reactor(assoc)
     try:
         accepted = {(cx.abstract_syntax, cx.transfer_syntax[0]) for cx in assoc.accepted_contexts}
         done = set(report.delivered) | set(report.failed)
-        for meta in batch:
+        for message_id, meta in enumerate(batch, start=1):
             if meta.path in done:
                 continue
             if (meta.sop_class, meta.transfer_syntax) not in accepted:
@@ -160,19 +201,52 @@ def send_batch(target: PacsTarget, batch: list[FileMeta], report: SendReport, wa
                                             f"syntax {meta.transfer_syntax}")
                 continue
             wait(meta)
-            response = assoc.send_c_store(meta.path)
+            if not assoc.is_established:  # e.g. a PACS closing idle associations while we unpacked
+                raise TransientSendError("the PACS closed the association while the bridge was unpacking")
+            try:
+                response = assoc.send_c_store(meta.path, msg_id=message_id % 0x10000 or 1)
+            except RuntimeError as err:  # pynetdicom: "association ... must be established"
+                raise TransientSendError(f"the association ended while sending ({err})") from None
             status = response.get("Status") if response is not None else None
             if status is None:
                 raise TransientSendError("the association ended while sending (aborted or timed out)")
             if _is_stored(int(status)):
                 report.delivered.append(meta.path)
+                report.deferred.pop(meta.path, None)
                 if status:
                     report.warnings[meta.path] = int(status)
+            elif is_out_of_resources(int(status)):
+                report.deferred[meta.path] = f"the PACS answered {describe_status(int(status))}"
             else:
-                report.failed[meta.path] = f"the PACS answered status 0x{int(status):04X}"
+                report.failed[meta.path] = f"the PACS answered {describe_status(int(status))}"
     finally:
         if assoc.is_established:
             assoc.release()
+
+
+def keep_responses_from_reactor(assoc) -> None:  # noqa: ANN001 - pynetdicom Association
+    """Let only the sending thread take DIMSE responses off the association's queue.
+
+    pynetdicom 3.0.4 pauses its reactor around ``send_c_store`` with a flag the reactor sets
+    *before* it blocks on the checkpoint; a sender that clears the checkpoint just after the
+    reactor passed it sees the stale flag, sends, and the reactor then takes the C-STORE-RSP
+    off the queue itself ("Received unexpected C-STORE service message"): the sender waits
+    its full timeout and sends that image again. The outbox hit this window in 2 of 3 large
+    sends because it waits for each unpacked file between two C-STOREs. The reactor of an
+    association we requested has nothing to serve, so its non-blocking reads now leave
+    responses in the queue for the sender's blocking read.
+    """
+    dimse = assoc.dimse
+    blocking_get = dimse.get_msg
+
+    def get_msg(block: bool = False):  # noqa: ANN202 - pynetdicom's (context id, message) pair
+        if not block:
+            _context_id, message = dimse.peek_msg()
+            if message is None or not message.is_valid_request:
+                return None, None
+        return blocking_get(block)
+
+    dimse.get_msg = get_msg
 
 
 def send_files(target: PacsTarget, metas: list[FileMeta], report: SendReport, parallel: int = 1,
@@ -183,12 +257,13 @@ def send_files(target: PacsTarget, metas: list[FileMeta], report: SendReport, pa
     own threads (one Association per thread): a PACS that answers each C-STORE slowly, or
     stores on several threads, is then kept busy.
     """
+    report.deferred.clear()  # a new try for what the PACS could not take last time
     if parallel <= 1 or len(metas) < 2:
         for batch in batches_by_context(metas):
             send_batch(target, batch, report, wait)
-        return report
+        return _check_deferred(report, metas)
     shares = [metas[i::parallel] for i in range(min(parallel, len(metas)))]
-    reports = [SendReport(delivered=list(report.delivered)) for _ in shares]
+    reports = [SendReport(delivered=list(report.delivered), failed=dict(report.failed)) for _ in shares]
     errors: list[Exception] = []
 
     def send_share(share: list[FileMeta], share_report: SendReport) -> None:
@@ -209,9 +284,33 @@ def send_files(target: PacsTarget, metas: list[FileMeta], report: SendReport, pa
         report.delivered.extend(p for p in share_report.delivered if p not in already)
         report.warnings.update(share_report.warnings)
         report.failed.update(share_report.failed)
+        report.deferred.update(share_report.deferred)
+    for path in report.delivered:
+        report.deferred.pop(path, None)
     if errors:
         raise errors[0]
+    return _check_deferred(report, metas)
+
+
+def _check_deferred(report: SendReport, metas: list[FileMeta]) -> SendReport:
+    """Images the PACS asked us to send later (0xA700) make the whole send worth another try."""
+    if report.deferred:
+        names = {m.path: m.name for m in metas}
+        raise TransientSendError(f"{len(report.deferred)} image(s) not stored yet: " + images_and_reasons(
+            report.deferred, names))
     return report
+
+
+def images_and_reasons(why: dict[Path, str], names: dict[Path, str], limit: int = 10) -> str:
+    """``a.dcm, b.dcm: the PACS answered 0xC000 cannot understand; …`` grouped by reason."""
+    by_reason: dict[str, list[str]] = defaultdict(list)
+    for path, reason in why.items():
+        by_reason[reason].append(names.get(path, path.name))
+    parts = []
+    for reason, files in sorted(by_reason.items()):
+        shown = ", ".join(sorted(files)[:limit]) + (f" and {len(files) - limit} more" if len(files) > limit else "")
+        parts.append(f"{shown}: {reason}")
+    return "; ".join(parts)
 
 
 def echo(target: PacsTarget) -> EchoResult:
@@ -249,11 +348,13 @@ def _sleep(seconds: float) -> bool:
 
 def send_with_retries(target: PacsTarget, metas: list[FileMeta], report: SendReport, *, retries: int,
                       retry_delay_seconds: float, parallel: int = 1, wait: WaitForFile = _no_wait,
-                      pause: Callable[[float], bool] | None = None) -> SendReport:
+                      pause: Callable[[float], bool] | None = None, retry_unreachable: bool = True) -> SendReport:
     """``send_files`` retried on transient failures, the delay doubling each time.
 
     ``pause(seconds)`` waits between tries and returns True to give up (the bridge stopping),
-    which raises SendingInterrupted. The last failure says how many tries were made.
+    which raises SendingInterrupted. The last failure says how many tries were made. With
+    ``retry_unreachable`` false a PACS that takes no association ends the tries at once (the
+    outbox then waits the outage out with C-ECHO probes).
     """
     pause = pause or _sleep
     delay = retry_delay_seconds
@@ -261,8 +362,10 @@ def send_with_retries(target: PacsTarget, metas: list[FileMeta], report: SendRep
         try:
             return send_files(target, metas, report, parallel, wait)
         except TransientSendError as err:
+            if isinstance(err, PacsUnreachable) and not retry_unreachable:
+                raise
             if attempt == retries:
-                raise TransientSendError(f"{err}; gave up after {attempt + 1} tries", err.failure) from None
+                raise type(err)(f"{err}; gave up after {attempt + 1} tries", err.failure) from None
             log.warning("sending failed (%s); retry %d in %.0f s", err, attempt + 1, delay)
             if pause(delay):
                 raise SendingInterrupted() from None

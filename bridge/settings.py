@@ -221,10 +221,16 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("send", "ae_title_receiver", "CRYPE_DCM", "AE title of the PACS (called AE).", _ae_title),
     SettingSpec("send", "ae_title_sender", "CRYPE_DCM", "Our AE title when sending (calling AE).", _ae_title),
     SettingSpec("send", "retries", 3,
-                "Retries when the PACS is unreachable or drops the association, before Outbox_Failed (0-10).",
-                _int_in(0, 10)),
+                "Quick retries within one send when the PACS drops the association, times out or answers "
+                "0xA700, before the outbox waits it out (0-10).", _int_in(0, 10)),
     SettingSpec("send", "retry_delay_seconds", 10,
-                "Wait before the first retry; doubled for each further one (1-600).", _int_in(1, 600)),
+                "Wait before the first quick retry; doubled for each further one (1-600).", _int_in(1, 600)),
+    SettingSpec("send", "give_up_after_hours", 24,
+                "While the PACS is unreachable ZIPs wait in the outbox; after this many hours one goes to "
+                "Outbox_Failed (1-720).", _int_in(1, 720)),
+    SettingSpec("send", "notify_after_minutes", 15,
+                "Ask for attention (log book, mail) when the PACS has been unreachable this long (1-1440).",
+                _int_in(1, 1440)),
     SettingSpec("send", "parallel_associations", 1,
                 "Associations used at once to send one ZIP; more hide a slow PACS's latency (1-8).",
                 _int_in(1, 8)),
@@ -291,6 +297,8 @@ class Settings:
     send_ae_title_sender: str
     send_retries: int
     send_retry_delay_seconds: int
+    send_give_up_after_hours: int
+    send_notify_after_minutes: int
     send_parallel_associations: int
     send_tls: bool
     send_tls_ca: str

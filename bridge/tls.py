@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HANDSHAKE_TIMEOUT_SECONDS = 15.0
+EXPIRY_WARNING_DAYS = 30
+AFTER_HANDSHAKE_SECONDS = 1.0  # TLS 1.3 servers refuse a client certificate after the handshake
 
 
 class TlsSetupError(ValueError):
@@ -113,7 +116,9 @@ def client_context(enabled: bool, ca: str, cert: str, key: str) -> ssl.SSLContex
 
 def _reason(err: BaseException) -> str:
     if isinstance(err, ssl.SSLError) and err.reason:
-        return err.reason.replace("_", " ").lower()
+        reason = err.reason.replace("_", " ").lower()
+        verify = getattr(err, "verify_message", "")  # e.g. "certificate has expired"
+        return f"{reason} ({verify})" if verify else reason
     return str(err) or type(err).__name__
 
 
@@ -125,8 +130,17 @@ def explain_handshake_error(err: BaseException, peer: str, *, we_are_server: boo
             "record layer failure" in text:
         hint = ("the sender spoke plain DICOM to the TLS port (configure TLS at the sender, or clear "
                 "receive.tls_cert)" if we_are_server else "the PACS port does not speak TLS (clear send.tls?)")
-    elif "peer did not return a certificate" in text:
-        hint = "the sender presented no client certificate, which receive.tls_ca requires"
+    elif "expired" in text and "alert" in text:
+        hint = ("the sender says our certificate (receive.tls_cert) has expired: renew it" if we_are_server
+                else "the PACS says our client certificate (send.tls_cert) has expired: renew it")
+    elif "expired" in text:
+        hint = ("the sender's certificate has expired" if we_are_server
+                else "the PACS certificate has expired (the PACS must renew it)")
+    elif "peer did not return a certificate" in text or "certificate required" in text:
+        if not we_are_server:
+            hint = "the PACS requires a client certificate: set send.tls_cert and send.tls_key"
+        else:
+            hint = "the sender presented no client certificate, which receive.tls_ca requires"
     elif "alert" in text and ("ca" in text.split() or "certificate" in text):
         hint = ("the sender does not trust our certificate (receive.tls_cert): give it our CA" if we_are_server
                 else "the PACS does not accept our client certificate (send.tls_cert)")
@@ -166,9 +180,48 @@ def probe_connection(context: ssl.SSLContext | None, host: str, port: int, timeo
     try:
         with socket.create_connection((host, port), timeout=timeout) as raw:
             if context is not None:
-                context.wrap_socket(raw, server_hostname=host).close()
+                with context.wrap_socket(raw, server_hostname=host) as tls:
+                    return _refused_after_handshake(tls, host, port)
     except ssl.SSLError as err:
         return explain_handshake_error(err, f"{host}:{port}", we_are_server=False)
     except OSError as err:
         return f"no connection to the PACS at {host}:{port} ({err.strerror or err})"
     return None
+
+
+def _refused_after_handshake(tls: ssl.SSLSocket, host: str, port: int) -> str | None:
+    """With TLS 1.3 a PACS refuses our client certificate only after the handshake: listen briefly."""
+    tls.settimeout(AFTER_HANDSHAKE_SECONDS)
+    try:
+        data = tls.recv(1)
+    except ssl.SSLError as err:
+        return explain_handshake_error(err, f"{host}:{port}", we_are_server=False)
+    except OSError:
+        return None  # silence: the PACS is waiting for our association request, as it should
+    if data:
+        return None
+    return (f"the PACS at {host}:{port} closed the TLS connection right after the handshake "
+            "(does it accept our client certificate, send.tls_cert?)")
+
+
+def certificate_warnings(files: dict[str, str], now: float | None = None) -> list[str]:
+    """Warnings for our own certificates (setting name -> PEM file) that expired or expire soon."""
+    decode = getattr(getattr(ssl, "_ssl", None), "_test_decode_cert", None)  # the stdlib's own PEM reader
+    if decode is None:
+        return []
+    now = time.time() if now is None else now
+    warnings = []
+    for setting, path in files.items():
+        if not path:
+            continue
+        try:
+            expires = ssl.cert_time_to_seconds(decode(str(Path(path).expanduser()))["notAfter"])
+        except (OSError, ValueError, KeyError, ssl.SSLError):
+            continue  # unreadable files are refused by the settings check, with a clearer message
+        days = (expires - now) / 86400
+        ending = time.strftime("%Y-%m-%d", time.localtime(expires))
+        if days < 0:
+            warnings.append(f"{setting} {path} expired on {ending}: peers will refuse it; renew the certificate")
+        elif days < EXPIRY_WARNING_DAYS:
+            warnings.append(f"{setting} {path} expires on {ending} (in {days:.0f} days): renew the certificate")
+    return warnings

@@ -16,6 +16,7 @@ from .aggregator import Aggregator, PendingStudy
 from .events import EventBus, StudyRouted
 from .layout import StorageLayout
 from .logbook import FAILED, RECEIVE, SUCCESS, WARNING, LogBook, LogEntry
+from .supervisor import ThreadFactory, plain_thread
 from .zipper import Zipper, ZippingAborted, is_transient, study_log_fields
 
 log = logging.getLogger(__name__)
@@ -27,8 +28,10 @@ class ZipWorker:
     """Zips due studies, one at a time, until ``stop`` is set."""
 
     def __init__(self, layout: StorageLayout, aggregator: Aggregator, zipper: Zipper, logbook: LogBook,
-                 bus: EventBus, stop: threading.Event, heartbeat: Callable[[], None] = lambda: None) -> None:
-        """``heartbeat`` is called every round of the loop (the service watchdog's sign of life)."""
+                 bus: EventBus, stop: threading.Event, heartbeat: Callable[[], None] = lambda: None,
+                 thread_factory: ThreadFactory = plain_thread) -> None:
+        """``heartbeat`` is called every round of the loop (the service watchdog's sign of life);
+        ``thread_factory`` is the engine's supervisor, which restarts a loop that died."""
         self.layout = layout
         self.aggregator = aggregator
         self.zipper = zipper
@@ -36,7 +39,7 @@ class ZipWorker:
         self.bus = bus
         self.stop = stop
         self.heartbeat = heartbeat
-        self._thread = threading.Thread(target=self._run, name="zipper", daemon=True)
+        self._thread = thread_factory("zipper", self._run)
 
     def start(self) -> None:
         self._thread.start()

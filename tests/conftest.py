@@ -142,3 +142,20 @@ def running_bridge(bridge_settings: Settings) -> Iterator[RunningBridge]:
         yield running
     finally:
         running.engine.stop(grace_seconds=5)
+
+
+@pytest.fixture
+def make_bridge() -> Iterator[Callable[[Settings], Any]]:
+    """Start sending bridges (tests/test_send.py's SendingBridge), all stopped at the end."""
+    from .test_send import SendingBridge
+
+    bridges: list[SendingBridge] = []
+
+    def start(settings: Settings) -> SendingBridge:
+        bridge = SendingBridge(settings)
+        bridges.append(bridge)
+        return bridge
+
+    yield start
+    for bridge in bridges:
+        bridge.stop()

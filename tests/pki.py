@@ -39,12 +39,12 @@ def _make_ca(folder: Path, name: str) -> tuple[Path, Path]:
     return cert, key
 
 
-def _issue(folder: Path, name: str, ca: tuple[Path, Path], usage: str) -> Identity:
+def _issue(folder: Path, name: str, ca: tuple[Path, Path], usage: str, days: int = 2) -> Identity:
     key, csr, cert, ext = (folder / f"{name}.{suffix}" for suffix in ("key", "csr", "crt", "ext"))
     ext.write_text("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
                    f"extendedKeyUsage={usage}\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n")
     _openssl("req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", key, "-out", csr)
-    _openssl("x509", "-req", "-in", csr, "-CA", ca[0], "-CAkey", ca[1], "-CAcreateserial", "-days", "2",
+    _openssl("x509", "-req", "-in", csr, "-CA", ca[0], "-CAkey", ca[1], "-CAcreateserial", "-days", str(days),
              "-extfile", ext, "-out", cert)
     key.chmod(0o600)
     return Identity(cert, key)
@@ -56,3 +56,8 @@ def make_pki(folder: Path) -> Pki:
     other_ca, _ = _make_ca(folder, "other-ca")
     return Pki(ca=ca[0], server=_issue(folder, "server", ca, "serverAuth"),
                client=_issue(folder, "client", ca, "clientAuth"), other_ca=other_ca)
+
+
+def issue_expired(folder: Path, name: str, ca_cert: Path, usage: str) -> Identity:
+    """A certificate of the practice CA that expired yesterday (``-days -1``)."""
+    return _issue(folder, name, (ca_cert, ca_cert.with_suffix(".key")), usage, days=-1)

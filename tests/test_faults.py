@@ -118,7 +118,7 @@ def test_kill_during_sending_sends_again_after_restart(tmp_path):
         _wait_until(lambda: 0 < orthanc.get("/statistics")["CountInstances"] < 150, step=0.05)
         bridge.process.send_signal(signal.SIGKILL)
         bridge.process.wait(timeout=30)
-        assert list((store / ".bridge" / "outbox").glob("*.zip"))  # still claimed, not lost
+        assert list((store / ".bridge" / "outbox").glob("*/*.zip"))  # still claimed, not lost
 
         restarted = HeadlessBridge(_config(tmp_path, free_port(), **extra))
         try:

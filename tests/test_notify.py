@@ -16,6 +16,7 @@ from bridge.events import LogBookEntryAdded, MailQueued, OutboxZipDone
 from bridge.logbook import SERVICE, SUCCESS, WARNING
 
 from .conftest import RunningBridge, free_port, start_running_bridge, write_config
+from .misbehaving_pacs import MisbehavingPacs
 from .pacs import StoreSCP
 from .peers import run_storescu
 from .smtp import MailServer, text_of
@@ -37,12 +38,25 @@ def mail_server(smtp_port):
     server.stop()
 
 
-def notify_settings(bridge_settings, smtp_port: int, **changes):
-    """Failures mailed to IT through a plain loopback SMTP; Outbox_Auto sends to a closed port."""
-    defaults = dict(notify_enabled=True, notify_smtp_host="127.0.0.1", notify_smtp_port=smtp_port,
-                    notify_smtp_security="none", notify_recipients=("it@practice.example",), notify_gather_seconds=1,
-                    send_enabled=True, send_host="127.0.0.1", send_port=free_port(), send_retries=0)
-    return replace(bridge_settings, **{**defaults, **changes})
+@pytest.fixture(scope="module")
+def refusing_pacs():
+    """A PACS that refuses every image (0xC000): a ZIP fails at once (an unreachable one is waited out)."""
+    pacs = MisbehavingPacs(lambda uid, n: 0xC000)
+    yield pacs
+    pacs.stop()
+
+
+@pytest.fixture
+def notify_settings(refusing_pacs):
+    def settings(bridge_settings, smtp_port: int, **changes):
+        """Failures mailed to IT through a plain loopback SMTP; Outbox_Auto sends to a PACS refusing all."""
+        defaults = dict(notify_enabled=True, notify_smtp_host="127.0.0.1", notify_smtp_port=smtp_port,
+                        notify_smtp_security="none", notify_recipients=("it@practice.example",),
+                        notify_gather_seconds=1, send_enabled=True, send_host="127.0.0.1",
+                        send_port=refusing_pacs.port, send_retries=0)
+        return replace(bridge_settings, **{**defaults, **changes})
+
+    return settings
 
 
 @pytest.fixture
@@ -65,7 +79,7 @@ def _fail_a_zip(running: RunningBridge, tmp_path) -> None:
     running.wait_for(lambda e: isinstance(e, OutboxZipDone))
 
 
-def test_failures_are_mailed_one_each_and_successes_are_not(bridge_settings, smtp_port, mail_server,
+def test_failures_are_mailed_one_each_and_successes_are_not(notify_settings, bridge_settings, smtp_port, mail_server,
                                                              start_bridge, tmp_path):
     running = start_bridge(notify_settings(bridge_settings, smtp_port, notify_no_phi=False))  # patient data asked for
     run_storescu(running.port, [str(f) for f in make_study(tmp_path / "good", count=2).files])
@@ -78,7 +92,7 @@ def test_failures_are_mailed_one_each_and_successes_are_not(bridge_settings, smt
     assert sorted("Inbox_Failed" in s for s in subjects) == [False, True], subjects
     outbox_mail = next(m for m in mails if "Outbox_Failed" in str(m["Subject"]))
     body = text_of(outbox_mail)
-    assert PATIENT in body and "Images:      2" in body and "no connection to the PACS" in body
+    assert PATIENT in body and "Images:      2" in body and "0xC000 cannot understand" in body
     assert PATIENT not in str(outbox_mail["Subject"])
     inbox_mail = next(m for m in mails if "Inbox_Failed" in str(m["Subject"]))
     assert "not readable DICOM" in text_of(inbox_mail) and "unreadable_" in text_of(inbox_mail)
@@ -86,7 +100,8 @@ def test_failures_are_mailed_one_each_and_successes_are_not(bridge_settings, smt
     assert mail_server.mails_now() == []
 
 
-def test_arrivals_are_mailed_per_study_when_switched_on(bridge_settings, smtp_port, mail_server, start_bridge,
+def test_arrivals_are_mailed_per_study_when_switched_on(notify_settings, bridge_settings, smtp_port,
+                                                        mail_server, start_bridge,
                                                          tmp_path):
     running = start_bridge(notify_settings(bridge_settings, smtp_port, notify_on_arrival=True, notify_no_phi=False))
     run_storescu(running.port, [str(f) for f in make_study(tmp_path / "a", count=3).files])
@@ -95,7 +110,8 @@ def test_arrivals_are_mailed_per_study_when_switched_on(bridge_settings, smtp_po
     assert PATIENT in text_of(mail) and "Inbox_Manual" in text_of(mail)
 
 
-def test_by_default_no_mail_names_the_patient(bridge_settings, smtp_port, mail_server, start_bridge, tmp_path):
+def test_by_default_no_mail_names_the_patient(notify_settings, bridge_settings, smtp_port, mail_server,
+                                              start_bridge, tmp_path):
     assert bridge_settings.notify_no_phi  # the default, as in mercure (phi_notifications: false)
     running = start_bridge(notify_settings(bridge_settings, smtp_port, notify_on_arrival=True))
     run_storescu(running.port, [str(f) for f in make_study(tmp_path / "a", count=2).files])
@@ -109,7 +125,8 @@ def test_by_default_no_mail_names_the_patient(bridge_settings, smtp_port, mail_s
     assert {"Arrived", "Failed"} == {str(m["Subject"]).split("] ")[1].split(":")[0] for m in mails}
 
 
-def test_a_burst_of_failures_is_one_summary_mail(bridge_settings, smtp_port, mail_server, start_bridge, tmp_path):
+def test_a_burst_of_failures_is_one_summary_mail(notify_settings, bridge_settings, smtp_port, mail_server,
+                                                 start_bridge, tmp_path):
     running = start_bridge(notify_settings(bridge_settings, smtp_port, notify_gather_seconds=5))
     files = make_study(tmp_path / "outgoing", count=1).files
     for number in range(6):
@@ -123,7 +140,8 @@ def test_a_burst_of_failures_is_one_summary_mail(bridge_settings, smtp_port, mai
     assert mail_server.mails_now() == []
 
 
-def test_mail_server_down_never_blocks_and_the_mail_goes_out_when_it_is_back(bridge_settings, smtp_port,
+def test_mail_server_down_never_blocks_and_the_mail_goes_out_when_it_is_back(notify_settings,
+                                                                             bridge_settings, smtp_port,
                                                                               start_bridge, tmp_path):
     scp = StoreSCP(tmp_path / "pacs")
     try:
@@ -153,7 +171,8 @@ def test_mail_server_down_never_blocks_and_the_mail_goes_out_when_it_is_back(bri
         scp.stop()
 
 
-def test_queued_mails_survive_a_restart_as_one_digest(bridge_settings, smtp_port, start_bridge, tmp_path):
+def test_queued_mails_survive_a_restart_as_one_digest(notify_settings, bridge_settings, smtp_port,
+                                                      start_bridge, tmp_path):
     settings = notify_settings(bridge_settings, smtp_port, notify_gather_seconds=1)
     running = start_bridge(settings)
     for number in range(4):  # four gathering windows, four queued mails
@@ -172,7 +191,8 @@ def test_queued_mails_survive_a_restart_as_one_digest(bridge_settings, smtp_port
         server.stop()
 
 
-def test_password_from_a_file_logs_in_and_is_never_logged(bridge_settings, smtp_port, start_bridge, tmp_path):
+def test_password_from_a_file_logs_in_and_is_never_logged(notify_settings, bridge_settings, smtp_port,
+                                                          start_bridge, tmp_path):
     secret = "s3cret-Passw0rd"
     password_file = tmp_path / "smtp-password"
     password_file.write_text(secret + "\n")
@@ -235,7 +255,7 @@ def test_enabling_notifications_needs_a_server_and_recipients(tmp_path):
 
 
 
-def test_which_rows_are_mailed(bridge_settings):
+def test_which_rows_are_mailed(notify_settings, bridge_settings):
     from bridge.logbook import FAILED, INFO, RECEIVE, SEND, SUCCESS, LogEntry
     from bridge.mail_text import ARRIVAL, FAILURE
     from bridge.notifier import notice_for
@@ -257,7 +277,7 @@ def test_which_rows_are_mailed(bridge_settings):
     assert kind(not_listening, notify_enabled=False) is None
 
 
-def test_a_receiver_that_cannot_listen_is_mailed(bridge_settings, smtp_port, mail_server, tmp_path):
+def test_a_receiver_that_cannot_listen_is_mailed(notify_settings, bridge_settings, smtp_port, mail_server, tmp_path):
     from bridge.receiver import ReceiverStartError
 
     with socket.socket() as squatter:  # another program holds the port
@@ -274,7 +294,8 @@ def test_a_receiver_that_cannot_listen_is_mailed(bridge_settings, smtp_port, mai
             engine.stop(grace_seconds=1)
 
 
-def test_reaching_the_free_space_floor_is_mailed(bridge_settings, smtp_port, mail_server, start_bridge, tmp_path):
+def test_reaching_the_free_space_floor_is_mailed(notify_settings, bridge_settings, smtp_port, mail_server,
+                                                 start_bridge, tmp_path):
     # no disk has 1 TB free here
     running = start_bridge(notify_settings(bridge_settings, smtp_port, min_free_mb=1_000_000))
     files = [str(f) for f in make_study(tmp_path / "s", count=1).files]
@@ -284,7 +305,7 @@ def test_reaching_the_free_space_floor_is_mailed(bridge_settings, smtp_port, mai
     assert "receiving needs attention" in str(mail["Subject"]) and "below 1000000 MB" in text_of(mail)
 
 
-def test_a_digest_that_cannot_be_written_keeps_its_parts(bridge_settings, smtp_port, tmp_path):
+def test_a_digest_that_cannot_be_written_keeps_its_parts(notify_settings, bridge_settings, smtp_port, tmp_path):
     import threading
 
     from bridge.events import EventBus

@@ -5,7 +5,16 @@ from pathlib import Path
 import pytest
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 
-from bridge.sender import FileMeta, PacsTarget, SendReport, batches_by_context, read_meta, send_files
+from bridge.sender import (
+    FileMeta,
+    PacsTarget,
+    SendReport,
+    TransientSendError,
+    batches_by_context,
+    describe_status,
+    read_meta,
+    send_files,
+)
 
 from .conftest import free_port
 from .studies import make_study
@@ -38,7 +47,7 @@ def scp_answering():
 
 
 @pytest.mark.parametrize("status,stored", [(0x0000, True), (0xB000, True), (0xB007, True),
-                                           (0xA700, False), (0xC000, False)])
+                                           (0xA900, False), (0xC000, False)])
 def test_warning_statuses_count_as_stored_and_failures_are_final(scp_answering, tmp_path, status, stored):
     port = scp_answering(status)
     metas = [read_meta(p) for p in make_study(tmp_path, count=2).files]
@@ -47,3 +56,20 @@ def test_warning_statuses_count_as_stored_and_failures_are_final(scp_answering, 
     assert (len(report.failed) == 2) is not stored
     if not stored:
         assert f"0x{status:04X}" in next(iter(report.failed.values()))
+
+
+def test_out_of_resources_is_worth_another_try(scp_answering, tmp_path):
+    port = scp_answering(0xA700)
+    metas = [read_meta(p) for p in make_study(tmp_path, count=2).files]
+    report = SendReport()
+    with pytest.raises(TransientSendError, match="2 image\\(s\\) not stored yet: .*0xA700 out of resources"):
+        send_files(PacsTarget("127.0.0.1", port, "FAKEPACS", "CRYPE_DCM"), metas, report)
+    assert len(report.deferred) == 2 and not report.failed and not report.delivered
+
+
+def test_status_texts():
+    assert describe_status(0xA700) == "0xA700 out of resources"
+    assert describe_status(0xA7FE) == "0xA7FE out of resources"
+    assert describe_status(0xC123) == "0xC123 cannot understand"
+    assert describe_status(0x0122) == "0x0122 SOP class not supported"
+    assert describe_status(0xFE00) == "0xFE00 unknown status"

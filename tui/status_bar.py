@@ -23,7 +23,11 @@ def describe(status: BridgeStatus, last_error: str) -> str:
         pending = f"{len(status.pending)} pending ({images} images, next ZIP in {soonest:.0f} s)"
     else:
         pending = "no studies pending"
-    parts = [receiver, pending, f"outbox: {status.outbox_waiting} waiting"]
+    outbox = f"outbox: {status.outbox_waiting} waiting"
+    if status.outbox_note:
+        outbox = f"[b yellow]outbox: {escape(status.outbox_note)}[/]"
+    parts = [receiver, pending, outbox]
+    parts += [f"[b red]{escape(note)}[/]" for note in status.worker_notes]
     if last_error:
         short = last_error if len(last_error) <= ERROR_CHARS else last_error[: ERROR_CHARS - 1] + "…"
         parts.append(f"[red]last error: {escape(short)}[/]")
