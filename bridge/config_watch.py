@@ -12,8 +12,9 @@ from pathlib import Path
 import watchfiles
 
 from .engine import Engine
+from .events import ConfigFileChanged
 from .logbook import FAILED, SERVICE, WARNING, LogEntry
-from .settings import SettingsError, load_settings
+from .settings import SettingsError, load_settings, unknown_keys
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,11 @@ def apply_file(path: Path, engine: Engine) -> None:
         engine.logbook.add(LogEntry(action=SERVICE, status=FAILED,
                                     detail=f"settings file refused, the last good settings stay in force: {err}"))
         return
+    engine.bus.publish(ConfigFileChanged())
     if settings == engine.settings:
         return
+    for warning in unknown_keys(path):
+        engine.logbook.add(LogEntry(action=SERVICE, status=WARNING, detail=warning))
     note = engine.apply_settings(settings)
     if note:
         engine.logbook.add(LogEntry(action=SERVICE, status=WARNING, detail=note))

@@ -9,21 +9,24 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
-import time
 from pathlib import Path
 
 from .aggregator import Aggregator, PendingStudy
-from .events import BridgeStatus, EventBus, PendingInfo, StudyRouted
+from .events import BridgeStatus, EventBus, StudyRouted
 from .janitor import Janitor
 from .layout import StorageLayout
 from .outbox import Outbox
 from .pacs import send_options
 from .notifier import Notifier
+from .open_error import RECENT_ROWS, open_error
+from .pending_view import PendingDescriber
+from .requeue import RequestWatcher
+from .status_file import StatusFileWriter
 from .ownership import FolderOwnership
 from .permissions import restrict_storage, use_private_umask
 from .logbook import FAILED, RECEIVE, SERVICE, SUCCESS, WARNING, INFO, LogBook, LogEntry
 from .receiver import Receiver, ReceiverStartError, clear_incoming
-from .settings import SETTINGS, Settings, receive_tls_context
+from .settings import SETTINGS, Settings, receive_tls_context, unknown_keys
 from .textlog import setup_text_log
 from .tls import TlsSetupError
 from .zipper import Zipper, ZippingAborted, is_transient, study_log_fields
@@ -52,6 +55,8 @@ class Engine:
         self.bus.subscribe(self.notifier.consider)
         self.aggregator = Aggregator(self.layout.spool, settings.receive_timeout_seconds)
         self.zipper = Zipper(self.layout, settings.crid_tag, self.stopping)
+        self.pending_view = PendingDescriber(lambda: self.settings.crid_tag)
+        self.bus.subscribe(self.pending_view.consider)
         self.receiver: Receiver | None = None
         self.receiver_error = ""
         self.outbox: Outbox | None = None
@@ -70,12 +75,16 @@ class Engine:
         self._zip_thread.start()
         Janitor(self.layout, self.logbook, lambda: self.settings.keep_failed_days, self.stopping).start()
         self._start_outbox()
+        RequestWatcher(self.layout, self.logbook, self.aggregator, self.stopping).start()
         try:
             self._start_receiver()
         finally:
             self.logbook.add(LogEntry(action=SERVICE, status=INFO, detail=self._start_detail()))
             if self._permission_warning:
                 self.logbook.add(LogEntry(action=SERVICE, status=WARNING, detail=self._permission_warning))
+            for warning in unknown_keys(self.settings.source):
+                self.logbook.add(LogEntry(action=SERVICE, status=WARNING, detail=warning))
+            StatusFileWriter(self.layout, self.status, self.stopping).start()
 
     def _start_receiver(self) -> None:
         self.receiver_error = ""
@@ -220,15 +229,14 @@ class Engine:
         return self.layout.root
 
     def status(self) -> BridgeStatus:
-        """A snapshot for status displays (cheap: memory and two folder listings)."""
-        now = time.monotonic()
-        pending = tuple(PendingInfo(study.key, study.image_count,
-                                    max(0.0, study.due_at(self.aggregator.timeout_seconds) - now))
-                        for study in self.aggregator.pending())
+        """A snapshot for status displays and the status file (memory, two folder listings, new headers)."""
+        pending = self.pending_view.describe(self.aggregator.pending(), self.aggregator.timeout_seconds,
+                                             self.aggregator.clock())
         return BridgeStatus(
             listening=self.receiver is not None and self.receiver.listening, port=self.settings.receive_port,
             receiver_error=self.receiver_error if self.settings.receive_enabled else "receiving is disabled",
             pending=pending, outbox_waiting=outbox_waiting(self.layout), owner_pid=None,
+            last_error=open_error(self.logbook.newest(RECENT_ROWS)),
         )
 
 

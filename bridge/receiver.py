@@ -210,7 +210,8 @@ class Receiver:
             self._refuse(f"io:{err.errno}", f"cannot store an image from {calling} in the spool: "
                          f"{err.strerror or err}; answered 0xA700 so the PACS retries")
             return STATUS_OUT_OF_RESOURCES
-        self.bus.publish(InstanceStored(study_key=study.key, pending_images=study.image_count))
+        self.bus.publish(InstanceStored(study_key=study.key, pending_images=study.image_count,
+                                        sender=f"{calling}@{event.assoc.requestor.address}"))
         return STATUS_SUCCESS
 
     def _refuse(self, reason_key: str, detail: str, needs_attention: bool = False) -> None:

@@ -5,11 +5,12 @@ It implements the same Session interface as the real ones, so the screens cannot
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from bridge.events import BridgeStatus, PendingInfo, Subscriber
 from bridge.logbook import FAILED, INFO, RECEIVE, SEND, SERVICE, SUCCESS, WARNING, LogEntry
+from bridge.session import Outcome
 from bridge.settings import Settings, load_settings
 
 UID = "1.3.46.670589.16.2.2.192.30.0.171.20040722.72143.104226"
@@ -40,13 +41,20 @@ DEMO_ENTRIES = [
 for number, entry in enumerate(DEMO_ENTRIES):
     entry.entry_id = len(DEMO_ENTRIES) - number
 
-DEMO_STATUS = BridgeStatus(listening=True, port=11112, receiver_error="",
-                           pending=(PendingInfo("1.2.840.1", 96, 18.0),), outbox_waiting=1, owner_pid=None)
+DEMO_PENDING = (
+    PendingInfo("1.2.840.1", 96, 18.0, "WAGNER, Eva", "2026-11-23", "CT", "CRID#1234567890123456",
+                "CT_ROOM2@10.0.0.31"),
+    PendingInfo("1.2.840.2", 4, 27.0, "KRAUSE, Jonas", "2026-11-23", "DX", "", "DX_ROOM1@10.0.0.32"),
+)
+DEMO_STATUS = BridgeStatus(listening=True, port=11112, receiver_error="", pending=DEMO_PENDING, outbox_waiting=1,
+                           owner_pid=None, last_error="09:41:07 send: no connection to the PACS at 10.0.0.20:104 "
+                                                      "(Connection refused); gave up after 4 tries")
 
 
 class DemoSession:
     attached = False
     label = "/etc/dicombridge/config.toml"
+    storage = Path("/srv/CrypeDcm")
 
     def __init__(self, config_path: Path) -> None:
         self.config_path = config_path
@@ -62,6 +70,18 @@ class DemoSession:
         return DEMO_STATUS
 
     def apply(self, settings: Settings) -> str:
+        return ""
+
+    def echo(self, settings: Settings) -> Outcome:
+        return Outcome(True, "C-ECHO succeeded in 3 ms")
+
+    def test_mail(self, settings: Settings) -> Outcome:
+        return Outcome(True, "test mail sent")
+
+    def again(self, entry: LogEntry) -> Outcome:
+        return Outcome(False, "not in the demo")
+
+    def reason(self, entry: LogEntry) -> str:
         return ""
 
     def close(self) -> None:
