@@ -57,7 +57,7 @@ class PendingDescriber:
 
     def _describe(self, study: PendingStudy, timeout: float, now: float) -> PendingInfo:
         seen = self._seen.setdefault(study.folder, _Seen())
-        files = sorted(list(study.files.values()))
+        files = sorted(study.files.values())
         for path in files:
             if path in seen.read:
                 continue

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -24,7 +24,7 @@ from .config_watch import watch_config
 from .engine import Engine, outbox_waiting
 from .events import BridgeStatus, ConfigFileChanged, EventBus, LogBookEntryAdded, StatusChanged, Subscriber
 from .layout import FOLDER_GUIDE, StorageLayout
-from .logbook import FAILED, RECEIVE, SEND, WARNING, LogBook, LogEntry
+from .logbook import FAILED, INFO, RECEIVE, SEND, SERVICE, SUCCESS, WARNING, LogBook, LogEntry
 from .ownership import FolderOwnedElsewhere, FolderOwnership
 from .receiver import ReceiverStartError
 from .requeue import RequeueError, reason_text, request_zip_again, send_again, who, zip_again
@@ -148,7 +148,7 @@ class HostedSession:
         self.label = str(config_path)
         self._last_status: BridgeStatus | None = None
         self._watcher = _Watcher(self._publish_status, "status-watch")
-        watch_config(config_path, engine, self._watcher.stop)  # hand edits apply here too
+        self._config_watch = watch_config(config_path, engine, self._watcher.stop)  # hand edits apply here too
 
     def _publish_status(self) -> None:
         status = self.engine.status()
@@ -187,6 +187,7 @@ class HostedSession:
 
     def close(self) -> None:
         self._watcher.stop.set()
+        self._config_watch.join(timeout=30)  # a hand edit being applied finishes before the engine stops
         self.engine.stop(grace_seconds=5)
 
 
@@ -244,7 +245,7 @@ class AttachedSession:
         if owner is not None:
             self.owner_pid = owner
         if found is not None and alive:
-            return BridgeStatus(**{**found[1].__dict__, "owner_pid": owner, "service_alive": True})
+            return replace(found[1], owner_pid=owner, service_alive=True)
         return BridgeStatus(listening=False, port=self.settings.receive_port, receiver_error="", pending=(),
                             outbox_waiting=outbox_waiting(self.layout), owner_pid=self.owner_pid,
                             service_alive=False)
