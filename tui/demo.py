@@ -9,8 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bridge.events import BridgeStatus, PendingInfo, Subscriber
-from bridge.logbook import FAILED, INFO, RECEIVE, SEND, SERVICE, SUCCESS, WARNING, LogEntry
-from bridge.session import Outcome
+from bridge.session import FAILED, INFO, RECEIVE, SEND, SERVICE, SUCCESS, WARNING, LogEntry, Outcome
 from bridge.settings import Settings, load_settings
 
 UID = "1.3.46.670589.16.2.2.192.30.0.171.20040722.72143.104226"
