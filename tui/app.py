@@ -33,6 +33,7 @@ class DicomBridgeApp(App):
     TITLE = "DicomBridge"
     MODES = {"logbook": LogBookScreen, "pending": PendingScreen, "settings": SettingsScreen}
     DEFAULT_MODE = "logbook"
+    ENABLE_COMMAND_PALETTE = False  # its footer entry would push the screens' keys out of 80 columns
     BINDINGS = [
         Binding("f1", "help", "Help", priority=True),
         Binding("question_mark", "help", "Help", show=False),

@@ -85,3 +85,37 @@ class DemoSession:
 
     def close(self) -> None:
         pass
+
+
+# The README's pictures (scripts/screenshots.py) and the snapshot tests show the same views.
+VIEWS = ("logbook", "pending", "help", "unsaved", "settings", "settings-notify")
+SCREENSHOTS = {"logbook-120x40": ("logbook", (120, 40)), "logbook-80x24": ("logbook", (80, 24)),
+               "pending-80x24": ("pending", (80, 24)), "help-80x24": ("help", (80, 24)),
+               "settings-80x24": ("settings", (80, 24)), "settings-notify-120x40": ("settings-notify", (120, 40))}
+
+
+async def show(pilot, view: str) -> None:  # noqa: ANN001 - textual.pilot.Pilot
+    """Bring the demo app to ``view``, steady for a picture (no blinking cursor, no animation)."""
+    from textual.widgets import DataTable, Input
+
+    app = pilot.app
+    app.animation_level = "none"
+    if view == "pending":
+        await pilot.press("f4")
+    elif view == "help":
+        await pilot.press("f1")
+    elif view.startswith("settings") or view == "unsaved":
+        await pilot.press("f3")
+    await pilot.pause()
+    for field in app.screen.query(Input):
+        field.cursor_blink = False  # a blinking cursor would make the picture random
+    if view == "logbook":
+        app.screen.query_one(DataTable).move_cursor(row=1)  # the failed first row shows its colour
+    elif view == "settings-notify":
+        app.screen.query(".section-title").last().scroll_visible(top=True, animate=False)
+    elif view == "unsaved":
+        app.screen.query_one("#receive-ae-title", Input).value = "CT_ROOM_2"
+        await pilot.pause()
+        await pilot.press("ctrl+q")
+    await pilot.pause()
+    await pilot.wait_for_scheduled_animations()

@@ -59,7 +59,7 @@ class HelpScreen(Screen):
         yield Header()
         with VerticalScroll(id="help"):
             yield Static(id="help-text")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         session = self.app.session  # type: ignore[attr-defined]

@@ -76,8 +76,8 @@ def describe_entry(entry: LogEntry, reason: str = "") -> str:
 
 class LogBookScreen(Screen):
     AUTO_FOCUS = "#logbook"
-    BINDINGS = [Binding("slash", "focus_filter", "Filter"), Binding("escape", "focus_table", "Table", show=False),
-                Binding("a", "again", "Send/zip again"), Binding("d", "focus_detail", "Detail")]
+    BINDINGS = [Binding("a", "again", "Again"), Binding("slash", "focus_filter", "Filter"),
+                Binding("escape", "focus_table", "Table", show=False), Binding("d", "focus_detail", "Detail", show=False)]
 
     def __init__(self) -> None:
         super().__init__()
@@ -92,7 +92,7 @@ class LogBookScreen(Screen):
         with VerticalScroll(id="detail-pane"):
             yield Static("Select a row to see its details.", id="detail")
         yield StatusBar(id="status")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
@@ -103,7 +103,7 @@ class LogBookScreen(Screen):
     def on_resize(self) -> None:
         narrow = self.size.width < WIDE_ENOUGH
         self.query_one("#columns-hint", Static).update(
-            "[dim]More columns to the right (Birthday, Description, CRID…): scroll with ← →[/]" if narrow else "")
+            "[dim]More columns to the right (description, CRID…): scroll with ← →[/]" if narrow else "")
         self.query_one("#columns-hint").display = narrow
 
     def on_screen_resume(self) -> None:

@@ -23,7 +23,7 @@ class PendingScreen(Screen):
         yield Static("", id="pending-title")
         yield DataTable(id="pending", cursor_type="row", zebra_stripes=True)
         yield StatusBar(id="status")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)

@@ -85,10 +85,10 @@ def on_off(value: bool) -> str:
 
 class SettingsScreen(Screen):
     # priority: an Input would otherwise take Ctrl+E (end of line) and the others as its own keys
-    BINDINGS = [Binding("ctrl+s", "save", "Save", priority=True), Binding("ctrl+r", "reset", "Reset", priority=True),
+    BINDINGS = [Binding("ctrl+s", "save", "Save", priority=True), Binding("ctrl+r", "reset", "Reset", priority=True, show=False),
                 Binding("ctrl+e", "echo", "Echo", priority=True),
-                Binding("ctrl+t", "test_mail", "Test mail", priority=True),
-                Binding("ctrl+o", "pick_folder", "Pick folder", priority=True)]
+                Binding("ctrl+t", "test_mail", "Mail", priority=True),
+                Binding("ctrl+o", "pick_folder", "Folder", priority=True, show=False)]
 
     def __init__(self) -> None:
         super().__init__()
@@ -121,7 +121,7 @@ class SettingsScreen(Screen):
         yield Static("", id="dirty")
         yield Static("", id="result")
         yield StatusBar(id="status")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.reload()

@@ -18,6 +18,7 @@ class UnsavedPrompt(ModalScreen[str | None]):
     UnsavedPrompt { align: center middle; }
     UnsavedPrompt > Vertical { width: 60; max-width: 95%; height: auto; border: thick $warning;
                                background: $surface; padding: 1 2; }
+    UnsavedPrompt Label { width: 1fr; }
     UnsavedPrompt Horizontal { height: auto; margin-top: 1; }
     UnsavedPrompt Button { margin-right: 2; }
     """
