@@ -369,3 +369,37 @@ async def test_a_burst_of_rows_reaches_the_table_in_few_coalesced_messages(hoste
         assert 1 <= len(rows_messages) < 50
         hosted.engine.bus.publish(StatusChanged(hosted.status()))
         await until(pilot, lambda: any(isinstance(m, StatusUpdated) for m in seen))
+
+
+async def test_zip_again_from_an_attached_ui_is_done_by_the_service(tmp_path):
+    from .test_headless import HeadlessBridge
+
+    config = make_config(tmp_path)
+    settings = load_settings(config)
+    service = HeadlessBridge(config)
+    try:
+        service.wait_for_line("running headless")
+        session = open_session(settings, config, bind_address="127.0.0.1")
+        assert isinstance(session, AttachedSession)
+        try:
+            study = make_study(tmp_path / "study", count=2, crid_value="CRID#1234567890123456")
+            folder = session.storage / "Inbox_Failed" / "HOLTZMANN, Carsten_failed"
+            folder.mkdir()
+            for number, path in enumerate(study.files, start=1):
+                os.replace(path, folder / f"{number:06d}-{number}.dcm")
+            (folder / "reason.txt").write_text("zipping failed\n")
+            session.logbook.add(LogEntry(RECEIVE, FAILED, "zipping failed", target=str(folder)))
+            app = DicomBridgeApp(session)
+            async with app.run_test(size=(80, 24)) as pilot:
+                await until(pilot, lambda: table_rows(app) and table_rows(app)[0]["Status"] == "Failed")
+                app.screen.query_one(DataTable).move_cursor(row=0)
+                await until(pilot, lambda: "zip again" in text_of(app, "#detail"))
+                await pilot.press("a")
+                await app.workers.wait_for_complete()
+                await until(pilot, lambda: any(r["Action"] == "Receive" and r["Status"] == "Success"
+                                               for r in table_rows(app)))
+            assert not folder.exists() and len(list((session.storage / "Inbox_Auto").glob("*.zip"))) == 1
+        finally:
+            session.close()
+    finally:
+        assert service.stop() == 0
