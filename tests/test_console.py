@@ -403,3 +403,34 @@ async def test_zip_again_from_an_attached_ui_is_done_by_the_service(tmp_path):
             session.close()
     finally:
         assert service.stop() == 0
+
+
+async def test_log_book_at_80x24_shows_the_important_columns_first_and_one_status_line(tmp_path):
+    import re
+
+    blocker = socket.socket()  # the receive port is taken: a long "not listening" reason
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    config = make_config(tmp_path, receive__port=blocker.getsockname()[1])
+    session = open_session(load_settings(config), config, bind_address="127.0.0.1")
+    try:
+        app = DicomBridgeApp(session)
+        async with app.run_test(size=(80, 24)) as pilot:
+            status = app.screen.query_one("#status", Static)
+            await until(pilot, lambda: "not listening" in text_of(app, "#status"))
+            assert status.size.height == 1
+            table = app.screen.query_one(DataTable)
+            labels = [str(column.label) for column in table.ordered_columns]
+            assert labels[:4] == ["Time", "Patient / what happened", "Status", "Action"]
+            assert sum(column.get_render_width(table) for column in table.ordered_columns[:4]) <= 80
+            assert app.screen.query_one("#columns-hint").display
+            rows = table_rows(app)
+            assert all(re.fullmatch(r"\d\d-\d\d \d\d:\d\d:\d\d", row["Time"]) for row in rows)
+            failed = next(row for row in rows if row["Status"] == "Failed")
+            assert failed["Patient / what happened"]  # a service row says what happened, not only a time
+            table.move_cursor(row=rows.index(failed))
+            port = str(blocker.getsockname()[1])
+            await until(pilot, lambda: port in text_of(app, "#detail"))  # the whole reason, not cut
+    finally:
+        session.close()
+        blocker.close()
