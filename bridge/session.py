@@ -31,17 +31,8 @@ from .requeue import RequeueError, reason_text, request_zip_again, send_again, w
 from .settings import Settings
 from .status_file import process_alive, read_status, status_path
 
-__all__ = [
-    "FAILED",
-    "FOLDER_GUIDE",
-    "WARNING",
-    "LogEntry",
-    "Outcome",
-    "Session",
-    "can_send_again",
-    "can_zip_again",
-    "open_session",
-]
+__all__ = ["FAILED", "FOLDER_GUIDE", "INFO", "RECEIVE", "SEND", "SERVICE", "SUCCESS", "WARNING", "LogEntry", "Outcome",
+           "Session", "can_send_again", "can_zip_again", "open_session"]
 
 WATCH_SECONDS = 0.5  # status (and, attached, new log-book rows) looked at this often
 STALE_STATUS_SECONDS = 5.0  # a status file not rewritten for this long: its writer is gone

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import socket
 import zipfile
 from pathlib import Path
@@ -41,9 +42,9 @@ def anyio_backend():
 
 
 def make_config(tmp_path: Path, **overrides) -> Path:
-    values = dict(general__storage_folder=str(tmp_path / "store"), general__min_free_mb=0,
-                  receive__port=free_port(), receive__timeout_seconds=1, receive__crid_tag_group="0010",
-                  receive__crid_tag_element="2201")
+    values = {"general__storage_folder": str(tmp_path / "store"), "general__min_free_mb": 0,
+              "receive__port": free_port(), "receive__timeout_seconds": 1, "receive__crid_tag_group": "0010",
+              "receive__crid_tag_element": "2201"}
     values.update(overrides)
     return write_config(tmp_path / "config.toml", **values)
 
@@ -278,8 +279,8 @@ async def test_hand_edits_are_applied_while_the_ui_hosts_and_the_form_follows(ho
 def test_unknown_keys_name_the_nearest_known_one(tmp_path):
     config = make_config(tmp_path)
     config.write_text(config.read_text().replace("[receive]", "[receive]\ntimout_seconds = 5"))
-    assert unknown_keys(config) == [f"unknown setting receive.timout_seconds in {config} is ignored "
-                                    f"(did you mean receive.timeout_seconds?)"]
+    expected = f"unknown setting receive.timout_seconds in {config} is ignored (did you mean receive.timeout_seconds?)"
+    assert unknown_keys(config) == [expected]
 
 
 async def test_unknown_keys_are_warned_in_the_log_book_and_on_the_settings_screen(tmp_path):
@@ -434,3 +435,41 @@ async def test_log_book_at_80x24_shows_the_important_columns_first_and_one_statu
     finally:
         session.close()
         blocker.close()
+
+
+def test_attached_status_follows_a_killed_service_and_its_successor(tmp_path):
+    """kill -9 leaves the status file behind: its dead PID still says "not running"; a new service's PID shows."""
+    from .test_headless import HeadlessBridge
+
+    config = make_config(tmp_path)
+    settings = load_settings(config)
+    first = HeadlessBridge(config)
+    try:
+        first.wait_for_line("running headless")
+        session = open_session(settings, config, bind_address="127.0.0.1")
+        assert isinstance(session, AttachedSession)
+        try:
+            changes: queue.Queue[StatusChanged] = queue.Queue()
+            session.subscribe(lambda event: changes.put(event) if isinstance(event, StatusChanged) else None)
+
+            def next_status(matches) -> StatusChanged:
+                while True:
+                    event = changes.get(timeout=60)
+                    if matches(event.status):
+                        return event
+
+            next_status(lambda s: s.service_alive and s.owner_pid == first.process.pid and s.listening)
+            first.process.kill()
+            first.process.wait(timeout=30)
+            dead = next_status(lambda s: not s.service_alive)
+            assert dead.status.owner_pid == first.process.pid
+            second = HeadlessBridge(config)
+            try:
+                second.wait_for_line("running headless")
+                next_status(lambda s: s.service_alive and s.owner_pid == second.process.pid)
+            finally:
+                assert second.stop() == 0
+        finally:
+            session.close()
+    finally:
+        first.stop()

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bridge.events import BridgeStatus, PendingInfo, Subscriber
 from bridge.session import FAILED, INFO, RECEIVE, SEND, SERVICE, SUCCESS, WARNING, LogEntry, Outcome
 from bridge.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from textual.pilot import Pilot
 
 UID = "1.3.46.670589.16.2.2.192.30.0.171.20040722.72143.104226"
 
@@ -94,7 +98,7 @@ SCREENSHOTS = {"logbook-120x40": ("logbook", (120, 40)), "logbook-80x24": ("logb
                "settings-80x24": ("settings", (80, 24)), "settings-notify-120x40": ("settings-notify", (120, 40))}
 
 
-async def show(pilot, view: str) -> None:  # noqa: ANN001 - textual.pilot.Pilot
+async def show(pilot: Pilot, view: str) -> None:
     """Bring the demo app to ``view``, steady for a picture (no blinking cursor, no animation)."""
     from textual.widgets import DataTable, Input
 

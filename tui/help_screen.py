@@ -18,10 +18,10 @@ from bridge.settings import SETTINGS, file_values
 KEYS = (
     ("F1 / ?", "this help (Escape closes it)"),
     ("F2", "Log Book: every action, newest first; / filters, ← → scroll the columns, d scrolls the detail"),
-    ("a", "on a failed row in the Log Book: send again (Outbox_Failed → Outbox_Auto) or zip again "
-          "(Inbox_Failed → pending)"),
-    ("F3", "Settings: Ctrl+S save, Ctrl+R back to the file, Ctrl+E DICOM echo to the PACS, "
-           "Ctrl+T test mail, Ctrl+O pick the storage folder (these work from any field)"),
+    ("a", ("on a failed row in the Log Book: send again (Outbox_Failed → Outbox_Auto) or zip again "
+           "(Inbox_Failed → pending)")),
+    ("F3", ("Settings: Ctrl+S save, Ctrl+R back to the file, Ctrl+E DICOM echo to the PACS, "
+            "Ctrl+T test mail, Ctrl+O pick the storage folder (these work from any field)")),
     ("F4", "Pending: studies still arriving, with the seconds until each is zipped"),
     ("Ctrl+Q", "quit (asks first when settings are not saved); a hosted bridge stops, a service runs on"),
 )
