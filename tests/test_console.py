@@ -357,17 +357,19 @@ async def test_help_lists_folders_keys_files_and_how_to_point_the_pacs(hosted):
 
 
 async def test_a_burst_of_rows_reaches_the_table_in_few_coalesced_messages(hosted):
+    """520 rows at once: newest first, capped at 500 (the selected oldest row falls off), few messages."""
     seen: list = []
     app = DicomBridgeApp(hosted)
     async with app.run_test(size=(120, 40), message_hook=seen.append) as pilot:
-        before = len(table_rows(app))
-        for number in range(50):
+        table = app.screen.query_one(DataTable)
+        table.move_cursor(row=table.row_count - 1)  # the oldest row: it will be trimmed away
+        for number in range(520):
             hosted.engine.logbook.add(LogEntry(SEND, INFO, f"burst {number}"))
-        await until(pilot, lambda: len(table_rows(app)) == before + 50)
-        assert table_rows(app)[0]["Patient / what happened"] == "burst 49"
-        assert [r["Patient / what happened"] for r in table_rows(app)[:50]] == [f"burst {n}" for n in range(49, -1, -1)]
+        await until(pilot, lambda: table_rows(app)[0]["Patient / what happened"] == "burst 519")
+        shown = [r["Patient / what happened"] for r in table_rows(app)]
+        assert shown == [f"burst {n}" for n in range(519, 19, -1)]
         rows_messages = [m for m in seen if isinstance(m, LogBookRowsAdded)]
-        assert 1 <= len(rows_messages) < 50
+        assert 1 <= len(rows_messages) < 520
         hosted.engine.bus.publish(StatusChanged(hosted.status()))
         await until(pilot, lambda: any(isinstance(m, StatusUpdated) for m in seen))
 

@@ -146,7 +146,7 @@ class LogBookScreen(Screen):
                 table.remove_row(key)
                 del self._shown[key]
             table.sort("Time", key=lambda cell: self._id_of_time_cell.get(id(cell), 0), reverse=True)
-        if selected is not None:
+        if selected is not None and str(selected.entry_id) in self._shown:  # it may have fallen off the end
             table.move_cursor(row=table.get_row_index(str(selected.entry_id)), animate=False)
 
     def _selected(self) -> LogEntry | None:
