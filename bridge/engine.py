@@ -232,8 +232,10 @@ class Engine:
         """A snapshot for status displays and the status file (memory, two folder listings, new headers)."""
         pending = self.pending_view.describe(self.aggregator.pending(), self.aggregator.timeout_seconds,
                                              self.aggregator.clock())
+        receiver = self.receiver  # while settings are applied, the old listener may still hold the old port
         return BridgeStatus(
-            listening=self.receiver is not None and self.receiver.listening, port=self.settings.receive_port,
+            listening=receiver is not None and receiver.listening,
+            port=receiver.port if receiver is not None else self.settings.receive_port,
             receiver_error=self.receiver_error if self.settings.receive_enabled else "receiving is disabled",
             pending=pending, outbox_waiting=outbox_waiting(self.layout), owner_pid=None,
             last_error=open_error(self.logbook.newest(RECENT_ROWS)),
