@@ -17,8 +17,9 @@ from pathlib import Path
 import tomlkit
 
 from .engine import Engine
+from .events import ConfigFileChanged
 from .logbook import SERVICE, WARNING, LogEntry
-from .settings import SettingsError, load_settings
+from .settings import SettingsError, load_settings, unknown_keys
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +29,11 @@ _Stamp = tuple[int, int, int] | None
 
 def watch_config(path: Path, engine: Engine, stop: threading.Event) -> threading.Thread:
     """Start a (supervised) thread that re-reads ``path`` whenever it changes and applies it."""
-    seen: list[_Stamp] = [_stamp(path)]
+    seen: list[_Stamp] = [file_stamp(path)]
 
     def run() -> None:
         while not stop.wait(POLL_SECONDS):
-            stamp = _stamp(path)
+            stamp = file_stamp(path)
             if stamp != seen[0]:
                 seen[0] = stamp
                 apply_file(path, engine)
@@ -42,7 +43,8 @@ def watch_config(path: Path, engine: Engine, stop: threading.Event) -> threading
     return thread
 
 
-def _stamp(path: Path) -> _Stamp:
+def file_stamp(path: Path) -> _Stamp:
+    """(mtime, size, inode) of a file, or None when it is missing: a change of any means re-read it."""
     try:
         info = os.stat(path)
     except OSError:
@@ -60,8 +62,11 @@ def apply_file(path: Path, engine: Engine) -> None:
     except (SettingsError, OSError, UnicodeDecodeError) as err:
         _refuse(engine, str(err))
         return
+    engine.bus.publish(ConfigFileChanged())
     if settings == engine.settings:
         return
+    for warning in unknown_keys(path):
+        engine.logbook.add(LogEntry(action=SERVICE, status=WARNING, detail=warning))
     note = engine.apply_settings(settings)
     if note:
         engine.logbook.add(LogEntry(action=SERVICE, status=WARNING, detail=note))

@@ -9,22 +9,25 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
-import time
 from pathlib import Path
 
 from .aggregator import Aggregator
-from .events import BridgeStatus, EventBus, PendingInfo
+from .events import BridgeStatus, EventBus
 from .janitor import Janitor
 from .layout import StorageLayout
 from .liveness import Liveness
 from .logbook import FAILED, INFO, RECEIVE, SERVICE, WARNING, LogBook, LogEntry
 from .notifier import Notifier
+from .open_error import RECENT_ROWS, open_error
 from .outbox import Outbox, outbox_waiting
 from .ownership import FolderOwnership
 from .pacs import send_options
+from .pending_view import PendingDescriber
 from .permissions import restrict_storage, use_private_umask
 from .receiver import Receiver, ReceiverStartError, clear_incoming
-from .settings import SETTINGS, Settings, receive_tls_context
+from .requeue import RequestWatcher
+from .settings import SETTINGS, Settings, receive_tls_context, unknown_keys
+from .status_file import StatusFileWriter
 from .supervisor import Supervisor, log_uncaught_thread_exceptions
 from .textlog import setup_text_log
 from .tls import TlsSetupError, certificate_warnings
@@ -57,6 +60,8 @@ class Engine:
         self.liveness = Liveness()
         self.zipper = Zipper(self.layout, settings.crid_tag, self.stopping,
                              progress=lambda: self.liveness.tick("zipper"))
+        self.pending_view = PendingDescriber(lambda: self.settings.crid_tag)
+        self.bus.subscribe(self.pending_view.consider)
         self.receiver: Receiver | None = None
         self.receiver_error = ""
         self.outbox: Outbox | None = None
@@ -78,6 +83,7 @@ class Engine:
         Janitor(self.layout, self.logbook, lambda: self.settings.keep_failed_days, self.stopping,
                 thread_factory=self.supervisor.thread).start()
         self._start_outbox()
+        RequestWatcher(self.layout, self.logbook, self.aggregator, self.stopping).start()
         try:
             self._start_receiver()
         finally:
@@ -87,6 +93,9 @@ class Engine:
             for warning in certificate_warnings({"receive.tls_cert": self.settings.receive_tls_cert,
                                                  "send.tls_cert": self.settings.send_tls_cert}):
                 self.logbook.add(LogEntry(action=SERVICE, status=WARNING, needs_attention=True, detail=warning))
+            for warning in unknown_keys(self.settings.source):
+                self.logbook.add(LogEntry(action=SERVICE, status=WARNING, detail=warning))
+            StatusFileWriter(self.layout, self.status, self.stopping).start()
 
     def _start_receiver(self) -> None:
         self.receiver_error = ""
@@ -193,17 +202,18 @@ class Engine:
         return self.layout.root
 
     def status(self) -> BridgeStatus:
-        """A snapshot for status displays (cheap: memory and two folder listings)."""
-        now = time.monotonic()
-        pending = tuple(PendingInfo(study.key, study.image_count,
-                                    max(0.0, study.due_at(self.aggregator.timeout_seconds) - now))
-                        for study in self.aggregator.pending())
+        """A snapshot for status displays and the status file (memory, two folder listings, new headers)."""
+        pending = self.pending_view.describe(self.aggregator.pending(), self.aggregator.timeout_seconds,
+                                             self.aggregator.clock())
+        receiver = self.receiver  # while settings are applied, the old listener may still hold the old port
         return BridgeStatus(
-            listening=self.receiver is not None and self.receiver.listening, port=self.settings.receive_port,
+            listening=receiver is not None and receiver.listening,
+            port=receiver.port if receiver is not None else self.settings.receive_port,
             receiver_error=self.receiver_error if self.settings.receive_enabled else "receiving is disabled",
             pending=pending, outbox_waiting=outbox_waiting(self.layout), owner_pid=None,
             outbox_note=self.outbox.status_text() if self.outbox is not None else "",
             worker_notes=tuple(f"{t.name} {'restarting' if t.restarting else 'restarted'} {t.restarts}× "
                                f"({t.last_error})" for t in self.supervisor.troubles()),
+            last_error=open_error(self.logbook.newest(RECENT_ROWS)),
         )
 

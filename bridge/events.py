@@ -45,6 +45,7 @@ class InstanceStored:
 
     study_key: str
     pending_images: int
+    sender: str = ""  # calling AE title @ address, for the Pending view
 
 
 @dataclass(frozen=True)
@@ -76,16 +77,21 @@ class ReceiverStateChanged:
 
 @dataclass(frozen=True)
 class PendingInfo:
-    """One study waiting in the spool."""
+    """One study waiting in the spool, as the Pending view shows it."""
 
     key: str
     images: int
     seconds_left: float
+    patient_name: str = ""
+    study_date: str = ""
+    modality: str = ""
+    crids: str = ""  # recipient IDs found so far
+    sender: str = ""  # calling AE title @ address of the association that brought it
 
 
 @dataclass(frozen=True)
 class BridgeStatus:
-    """What a status line shows; asked for, not pushed (it changes every second)."""
+    """What a status line shows; pushed as StatusChanged when it changes, written to the status file."""
 
     listening: bool
     port: int
@@ -95,9 +101,24 @@ class BridgeStatus:
     owner_pid: int | None  # set when the UI is attached to a service owning the folder
     outbox_note: str = ""  # e.g. "PACS unreachable since 10:02, 3 ZIPs waiting, next try 10:15:30"
     worker_notes: tuple[str, ...] = ()  # e.g. "outbox restarted 2× (OSError: …)"
+    last_error: str = ""  # the newest failure not yet followed by a success of the same kind
+    service_alive: bool = True  # attached: False once the owning service's process is gone
 
 
-BridgeEvent = LogBookEntryAdded | MailQueued | InstanceStored | StudyRouted | OutboxZipDone | ReceiverStateChanged
+@dataclass(frozen=True)
+class StatusChanged:
+    """The status line's snapshot changed (published by the session's status watcher)."""
+
+    status: BridgeStatus
+
+
+@dataclass(frozen=True)
+class ConfigFileChanged:
+    """The settings file was changed (by hand or by a Save) and re-read."""
+
+
+BridgeEvent = (LogBookEntryAdded | MailQueued | InstanceStored | StudyRouted | OutboxZipDone | ReceiverStateChanged
+               | StatusChanged | ConfigFileChanged)
 Subscriber = Callable[[BridgeEvent], None]
 
 

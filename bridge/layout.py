@@ -21,6 +21,17 @@ OUTBOX_AUTO = "Outbox_Auto"
 OUTBOX_FAILED = "Outbox_Failed"
 
 
+FOLDER_GUIDE = (
+    (INBOX_AUTO, "ZIPs of received studies with recipient IDs: the messaging app sends them on"),
+    (INBOX_MANUAL, "ZIPs of received studies without (valid) recipient IDs: forward them by hand"),
+    (INBOX_FAILED, "studies that could not be zipped, as received, with reason.txt (zip again from the Log Book)"),
+    (OUTBOX_AUTO, "drop ZIPs here: their DICOM files are sent to the PACS, then the ZIP is deleted"),
+    (OUTBOX_FAILED, "ZIPs the PACS did not take, with <name>.reason.txt (send again from the Log Book)"),
+    ("Logs", "logbook.sqlite3 (the Log Book) and dicombridge.log (the text log)"),
+    (".bridge", "the bridge's own work: spool of pending studies, ZIPs being written, mail queue, status"),
+)
+
+
 class StorageError(RuntimeError):
     """The storage folder cannot be used (missing permissions, not a folder, …)."""
 

@@ -127,6 +127,15 @@ class LogBook:
             ).fetchall()
         return [LogEntry(entry_id=row[0], **dict(zip(_COLUMNS, row[1:], strict=True))) for row in rows]
 
+    def newest_after(self, entry_id: int, limit: int = 500) -> list[LogEntry]:
+        """Rows written after ``entry_id``, newest first (what a reader has not seen yet)."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT id, {', '.join(_COLUMNS)} FROM entries WHERE id > ? ORDER BY id DESC LIMIT ?",
+                (entry_id, limit),
+            ).fetchall()
+        return [LogEntry(entry_id=row[0], **dict(zip(_COLUMNS, row[1:], strict=True))) for row in rows]
+
     def latest_id(self) -> int:
         """Id of the newest row (0 when empty); a reader in another process polls this."""
         with self._lock:

@@ -266,7 +266,8 @@ class Receiver:
                 action=RECEIVE, status=WARNING,
                 detail=f"two different images from {calling} carry the same SOP Instance UID {sop_uid} "
                        f"(study {identity.study_uid}); both are kept, the later one as {stored.sop_key}.dcm"))
-        self.bus.publish(InstanceStored(study_key=stored.study.key, pending_images=stored.study.image_count))
+        self.bus.publish(InstanceStored(study_key=stored.study.key, pending_images=stored.study.image_count,
+                                        sender=f"{calling}@{event.assoc.requestor.address}"))
         return STATUS_SUCCESS
 
     def _refuse(self, reason_key: str, detail: str, needs_attention: bool = False) -> None:

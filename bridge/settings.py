@@ -7,6 +7,7 @@ The file is written with tomlkit so an admin's comments, key order and unknown k
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
@@ -403,6 +404,30 @@ def default_document() -> tomlkit.TOMLDocument:
             table.add(spec.key, spec.default)
         doc.add(section_name, table)
     return doc
+
+
+def unknown_keys(path: Path | None) -> list[str]:
+    """Warnings for keys in the file that no setting has, each naming the nearest known key.
+
+    A typo (``receive.timout_seconds``) would otherwise be ignored and the default used.
+    """
+    if path is None or not path.exists():
+        return []
+    try:
+        data = tomlkit.parse(path.read_text(encoding="utf-8")).unwrap()
+    except (OSError, tomlkit.exceptions.TOMLKitError):
+        return []
+    known = list(SPEC_BY_NAME)
+    warnings = []
+    for section, table in data.items():
+        names = [f"{section}.{key}" for key in table] if isinstance(table, dict) else [section]
+        for name in names:
+            if name in SPEC_BY_NAME:
+                continue
+            nearest = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            hint = f" (did you mean {nearest[0]}?)" if nearest else ""
+            warnings.append(f"unknown setting {name} in {path} is ignored{hint}")
+    return warnings
 
 
 def load_settings(path: Path) -> Settings:

@@ -181,11 +181,11 @@ def test_status_line_shows_the_outage_and_restarted_workers():
     status = BridgeStatus(listening=True, port=104, receiver_error="", pending=(), outbox_waiting=3, owner_pid=None,
                           outbox_note="PACS unreachable since 10:02, 3 ZIPs waiting, next try 10:15:30",
                           worker_notes=("janitor restarted 1× (PermissionError: denied)",))
-    line = describe(status, "")
+    line = describe(status)
     assert "outbox: PACS unreachable since 10:02, 3 ZIPs waiting, next try 10:15:30" in line
     assert "janitor restarted 1× (PermissionError: denied)" in line
     quiet = describe(BridgeStatus(listening=True, port=104, receiver_error="", pending=(), outbox_waiting=0,
-                                  owner_pid=None), "")
+                                  owner_pid=None))
     assert "outbox: 0 waiting" in quiet
 
 

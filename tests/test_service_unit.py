@@ -30,7 +30,7 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _unit(path: Path) -> configparser.SectionProxy:
-    unit = configparser.ConfigParser(interpolation=None, strict=False)
+    unit = configparser.ConfigParser(interpolation=None, strict=True)
     unit.read(path)
     return unit["Service"]
 

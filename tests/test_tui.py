@@ -14,6 +14,7 @@ from textual.widgets import DataTable, Input, Static
 from bridge.session import AttachedSession, HostedSession, open_session
 from bridge.settings import load_settings
 from tui.app import DicomBridgeApp
+from tui.unsaved_prompt import UnsavedPrompt
 
 from .conftest import free_port, write_config
 from .pacs import StoreSCP
@@ -54,9 +55,11 @@ async def until(pilot, condition, timeout: float = 30.0) -> None:
         await pilot.pause(0.05)
 
 
-def table_rows(app) -> list[list[str]]:
+def table_rows(app) -> list[dict[str, str]]:
+    """The Log Book's rows as shown, top to bottom, by column label."""
     table = app.screen.query_one(DataTable)
-    return [[str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count)]
+    labels = [str(column.label) for column in table.ordered_columns]
+    return [dict(zip(labels, (str(cell) for cell in table.get_row_at(i)), strict=True)) for i in range(table.row_count)]
 
 
 async def test_a_study_sent_by_storescu_appears_without_a_key_press(session, tmp_path):
@@ -66,9 +69,11 @@ async def test_a_study_sent_by_storescu_appears_without_a_key_press(session, tmp
     async with app.run_test(size=(120, 40)) as pilot:
         port = session.engine.settings.receive_port
         await asyncio.to_thread(run_storescu, port, [str(f) for f in study.files])
-        await until(pilot, lambda: any(row[7] == "Receive" and row[8] == "Success" for row in table_rows(app)))
-        row = next(r for r in table_rows(app) if r[7] == "Receive")
-        assert row[1] == "HOLTZMANN, Carsten" and row[5] == "2" and row[9] == "CRID#1234567890123456"
+        await until(pilot, lambda: any(row["Action"] == "Receive" and row["Status"] == "Success"
+                                       for row in table_rows(app)))
+        row = next(r for r in table_rows(app) if r["Action"] == "Receive")
+        assert row["Patient / what happened"] == "HOLTZMANN, Carsten" and row["#"] == "2"
+        assert row["CRID"] == "CRID#1234567890123456"
         status = str(app.screen.query_one("#status", Static).render())
         assert f"listening on port {port}" in status
 
@@ -121,10 +126,13 @@ async def test_save_keeps_comments_applies_the_port_and_reset_restores(session, 
         assert tomlkit.parse(saved)["receive"]["port"] == new_port
         with socket.socket() as probe:  # the receiver moved to the new port without a restart
             assert probe.connect_ex(("127.0.0.1", new_port)) == 0
-        app.screen.query_one("#receive-ae-title", Input).value = "CHANGED"
-        await pilot.press("ctrl+r")
-        await pilot.pause()
-        assert app.screen.query_one("#receive-ae-title", Input).value == "CRYPE_DCM"
+        settings_screen = app.screen
+        settings_screen.query_one("#receive-ae-title", Input).value = "CHANGED"
+        await pilot.press("ctrl+r")  # an edit would be lost: Save / Discard / Cancel first
+        await until(pilot, lambda: isinstance(app.screen, UnsavedPrompt))
+        await pilot.click("#discard")
+        await until(pilot, lambda: app.screen is settings_screen)
+        assert settings_screen.query_one("#receive-ae-title", Input).value == "CRYPE_DCM"
 
 
 async def test_echo_reports_success_and_failure_and_the_ui_stays_responsive(session, tmp_path):
@@ -172,10 +180,10 @@ async def test_attaches_to_a_running_service_and_starts_no_listener(config, tmp_
             assert isinstance(session, AttachedSession)
             app = DicomBridgeApp(session)
             async with app.run_test(size=(120, 40)) as pilot:
-                await until(pilot, lambda: any(r[7] == "Service" for r in table_rows(app)))
+                await until(pilot, lambda: any(r["Action"] == "Service" for r in table_rows(app)))
                 study = make_study(tmp_path / "send", count=1)
                 await asyncio.to_thread(run_storescu, settings.receive_port, [str(study.files[0])])
-                await until(pilot, lambda: any(r[7] == "Receive" for r in table_rows(app)))
+                await until(pilot, lambda: any(r["Action"] == "Receive" for r in table_rows(app)))
                 status = str(app.screen.query_one("#status", Static).render())
                 assert f"pid {service.process.pid}" in status
             with socket.socket() as probe:  # the port still belongs to the service alone

@@ -1,33 +1,34 @@
-"""Snapshot tests of both screens at 80×24 and 120×40, with the fixed demo session.
+"""Snapshot tests of every screen and prompt at 80×24 and 120×40, with the fixed demo session.
 
 Update after an intended change with: scripts/test tests/test_tui_snapshots.py --snapshot-update
-(and look at the SVGs before committing them).
+(and look at the SVGs before committing them). Each picture the README shows is one of these.
 """
 
+import re
+from pathlib import Path
+
 import pytest
-from textual.widgets import DataTable, Input
 
 from tui.app import DicomBridgeApp
-from tui.demo import DemoSession
+from tui.demo import SCREENSHOTS, VIEWS, DemoSession, show
+
+SIZES = {"80x24": (80, 24), "120x40": (120, 40)}
 
 
-def _steady(screen_key: str):
-    async def run_before(pilot) -> None:
-        if screen_key:
-            await pilot.press(screen_key)
-        await pilot.pause()
-        for field in pilot.app.screen.query(Input):
-            field.cursor_blink = False  # a blinking cursor would make the picture random
-        tables = pilot.app.screen.query(DataTable)
-        if tables:
-            tables.first().move_cursor(row=1)
-        await pilot.pause()
-
-    return run_before
-
-
-@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
-@pytest.mark.parametrize("screen_key", ["", "f3"], ids=["logbook", "settings"])
-def test_screens(snap_compare, tmp_path, size, screen_key):
+@pytest.mark.parametrize("size", list(SIZES), ids=list(SIZES))
+@pytest.mark.parametrize("view", VIEWS)
+def test_screens(snap_compare, tmp_path, size, view):
     app = DicomBridgeApp(DemoSession(tmp_path / "config.toml"))
-    assert snap_compare(app, terminal_size=size, run_before=_steady(screen_key))
+
+    async def run_before(pilot) -> None:
+        await show(pilot, view)
+
+    assert snap_compare(app, terminal_size=SIZES[size], run_before=run_before)
+
+
+def test_each_readme_picture_is_a_snapshot_and_regenerated_by_the_script():
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    shown = set(re.findall(r"screenshots/([\w-]+)\.svg", readme))
+    assert shown and shown <= set(SCREENSHOTS)
+    for view, size in SCREENSHOTS.values():
+        assert view in VIEWS and f"{size[0]}x{size[1]}" in SIZES

@@ -1,70 +1,128 @@
-"""The DicomBridge terminal UI: Log Book and Settings over a hosted or attached bridge.
+"""The DicomBridge terminal UI: Log Book, Pending and Settings over a hosted or attached bridge.
 
-Engine events arrive on worker threads and are forwarded with ``post_message`` (thread-safe);
-the screens read the log book and the status snapshot through the session, never through
-the workers themselves.
+The session's events arrive on worker threads; the app turns them into coalesced messages
+(``post_message`` is thread-safe) and its handlers own every UI change. Nothing polls: new
+log-book rows and a changed status are pushed by the session.
 """
 
 from __future__ import annotations
 
 import sys
+from collections import deque
 from pathlib import Path
 
 from textual.app import App, ScreenStackError
 from textual.binding import Binding
 
-from bridge.events import BridgeEvent, LogBookEntryAdded
-from bridge.headless import EXIT_START_FAILED
-from bridge.layout import StorageError
-from bridge.session import Session, open_session
+from bridge.events import BridgeEvent, BridgeStatus, ConfigFileChanged, LogBookEntryAdded, StatusChanged
+from bridge.session import EXIT_START_FAILED, LogEntry, Session, StorageError, open_session
 from bridge.settings import Settings
 
+from .help_screen import HelpScreen
 from .logbook_screen import LogBookScreen
-from .messages import EngineEvent
+from .messages import ConfigChanged, LogBookRowsAdded, StatusUpdated
+from .pending_screen import PendingScreen
 from .settings_screen import SettingsScreen
 from .status_bar import StatusBar, describe
+from .unsaved_prompt import UnsavedPrompt
+
+LOGBOOK_ROWS = 500
 
 
 class DicomBridgeApp(App):
     CSS_PATH = "app.tcss"
     TITLE = "DicomBridge"
-    MODES = {"logbook": LogBookScreen, "settings": SettingsScreen}
+    MODES = {"logbook": LogBookScreen, "pending": PendingScreen, "settings": SettingsScreen}
     DEFAULT_MODE = "logbook"
+    ENABLE_COMMAND_PALETTE = False  # its footer entry would push the screens' keys out of 80 columns
     BINDINGS = [
-        Binding("f2", "switch_mode('logbook')", "Log Book"),
-        Binding("f3", "switch_mode('settings')", "Settings"),
-        Binding("ctrl+q", "quit", "Quit"),
+        Binding("f1", "help", "Help", priority=True),
+        Binding("question_mark", "help", "Help", show=False),
+        Binding("f2", "switch_mode('logbook')", "Log Book", priority=True),
+        Binding("f3", "switch_mode('settings')", "Settings", priority=True),
+        Binding("f4", "switch_mode('pending')", "Pending", priority=True),
+        Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
     def __init__(self, session: Session) -> None:
         super().__init__()
         self.session = session
-        self.logbook_version = 0  # bumped per log-book event; screens reload when it moved
-        self.last_error = ""
+        self.entries: list[LogEntry] = session.newest(LOGBOOK_ROWS)  # newest first; kept up to date by messages
+        self.status: BridgeStatus | None = session.status()
+        self._arrived: deque[LogEntry] = deque()  # filled on worker threads, drained on the UI thread
         self._unsubscribe = lambda: None
 
     def on_mount(self) -> None:
         self.sub_title = self.session.label
         self._unsubscribe = self.session.subscribe(self._forward)
-        self.set_interval(1.0, self.refresh_status)
         self.refresh_status()
 
     def _forward(self, event: BridgeEvent) -> None:
-        """Engine threads call this; ``post_message`` is thread-safe."""
-        self.post_message(EngineEvent(event))
+        """Runs on the bridge's threads: queue, then post a message that replaces its older copy."""
+        if isinstance(event, LogBookEntryAdded) and event.entry is not None:
+            self._arrived.append(event.entry)
+            self.post_message(LogBookRowsAdded())
+        elif isinstance(event, StatusChanged):
+            self.post_message(StatusUpdated(event.status))
+        elif isinstance(event, ConfigFileChanged):
+            self.post_message(ConfigChanged())
 
-    def on_engine_event(self, message: EngineEvent) -> None:
-        if isinstance(message.event, LogBookEntryAdded):
-            self.logbook_version += 1
+    def on_log_book_rows_added(self, _message: LogBookRowsAdded) -> None:
+        known = {entry.entry_id for entry in self.entries}
+        new: list[LogEntry] = []
+        while self._arrived:
+            entry = self._arrived.popleft()
+            if entry.entry_id not in known:
+                new.append(entry)
+        if not new:
+            return
+        new.sort(key=lambda entry: entry.entry_id or 0, reverse=True)
+        self.entries = (new + self.entries)[:LOGBOOK_ROWS]
+        for screen in self._mode_screens(LogBookScreen):
+            screen.show_new(new)
+
+    def on_status_updated(self, message: StatusUpdated) -> None:
+        self.status = message.status
+        self.refresh_status()
+        for screen in self._mode_screens(PendingScreen):
+            screen.show(message.status)
+
+    def on_config_changed(self, _message: ConfigChanged) -> None:
+        for screen in self._mode_screens(SettingsScreen):
+            screen.file_changed()
+
+    def _mode_screens(self, kind: type) -> list:
+        """The mode screens of ``kind`` that exist (modes are created when first shown)."""
+        return [stack[0] for stack in self._screen_stacks.values() if stack and isinstance(stack[0], kind)]
 
     def refresh_status(self) -> None:
         try:
             screen = self.screen
         except ScreenStackError:
             return  # between screens while the app starts or closes
-        text = describe(self.session.status(), self.last_error)
+        if self.status is None:
+            return
+        text = describe(self.status)
         for bar in screen.query(StatusBar):
             bar.update(text)
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    async def action_quit(self) -> None:
+        """Ask before unsaved settings are lost; otherwise quit at once."""
+        dirty = [screen for screen in self._mode_screens(SettingsScreen) if screen.dirty]
+        if not dirty or isinstance(self.screen, UnsavedPrompt):
+            self.exit()
+            return
+        settings = dirty[0]
+
+        def decide(choice: str | None) -> None:
+            if choice == "save" and settings.save() or choice == "discard":
+                self.exit()
+
+        self.push_screen(UnsavedPrompt("quitting"), decide)
 
     def on_unmount(self) -> None:
         self._unsubscribe()

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bridge.events import BridgeStatus, PendingInfo, Subscriber
-from bridge.logbook import FAILED, INFO, RECEIVE, SEND, SERVICE, SUCCESS, WARNING, LogEntry
+from bridge.session import FAILED, INFO, RECEIVE, SEND, SERVICE, SUCCESS, WARNING, LogEntry, Outcome
 from bridge.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from textual.pilot import Pilot
 
 UID = "1.3.46.670589.16.2.2.192.30.0.171.20040722.72143.104226"
 
@@ -40,13 +44,20 @@ DEMO_ENTRIES = [
 for number, entry in enumerate(DEMO_ENTRIES):
     entry.entry_id = len(DEMO_ENTRIES) - number
 
-DEMO_STATUS = BridgeStatus(listening=True, port=11112, receiver_error="",
-                           pending=(PendingInfo("1.2.840.1", 96, 18.0),), outbox_waiting=1, owner_pid=None)
+DEMO_PENDING = (
+    PendingInfo("1.2.840.1", 96, 18.0, "WAGNER, Eva", "2026-11-23", "CT", "CRID#1234567890123456",
+                "CT_ROOM2@10.0.0.31"),
+    PendingInfo("1.2.840.2", 4, 27.0, "KRAUSE, Jonas", "2026-11-23", "DX", "", "DX_ROOM1@10.0.0.32"),
+)
+DEMO_STATUS = BridgeStatus(listening=True, port=11112, receiver_error="", pending=DEMO_PENDING, outbox_waiting=1,
+                           owner_pid=None, last_error="09:41:07 send: no connection to the PACS at 10.0.0.20:104 "
+                                                      "(Connection refused); gave up after 4 tries")
 
 
 class DemoSession:
     attached = False
     label = "/etc/dicombridge/config.toml"
+    storage = Path("/srv/CrypeDcm")
 
     def __init__(self, config_path: Path) -> None:
         self.config_path = config_path
@@ -64,5 +75,51 @@ class DemoSession:
     def apply(self, settings: Settings) -> str:
         return ""
 
+    def echo(self, settings: Settings) -> Outcome:
+        return Outcome(True, "C-ECHO succeeded in 3 ms")
+
+    def test_mail(self, settings: Settings) -> Outcome:
+        return Outcome(True, "test mail sent")
+
+    def again(self, entry: LogEntry) -> Outcome:
+        return Outcome(False, "not in the demo")
+
+    def reason(self, entry: LogEntry) -> str:
+        return ""
+
     def close(self) -> None:
         pass
+
+
+# The README's pictures (scripts/screenshots.py) and the snapshot tests show the same views.
+VIEWS = ("logbook", "pending", "help", "unsaved", "settings", "settings-notify")
+SCREENSHOTS = {"logbook-120x40": ("logbook", (120, 40)), "logbook-80x24": ("logbook", (80, 24)),
+               "pending-80x24": ("pending", (80, 24)), "help-80x24": ("help", (80, 24)),
+               "settings-80x24": ("settings", (80, 24)), "settings-notify-120x40": ("settings-notify", (120, 40))}
+
+
+async def show(pilot: Pilot, view: str) -> None:
+    """Bring the demo app to ``view``, steady for a picture (no blinking cursor, no animation)."""
+    from textual.widgets import DataTable, Input
+
+    app = pilot.app
+    app.animation_level = "none"
+    if view == "pending":
+        await pilot.press("f4")
+    elif view == "help":
+        await pilot.press("f1")
+    elif view.startswith("settings") or view == "unsaved":
+        await pilot.press("f3")
+    await pilot.pause()
+    for field in app.screen.query(Input):
+        field.cursor_blink = False  # a blinking cursor would make the picture random
+    if view == "logbook":
+        app.screen.query_one(DataTable).move_cursor(row=1)  # the failed first row shows its colour
+    elif view == "settings-notify":
+        app.screen.query(".section-title").last().scroll_visible(top=True, animate=False)
+    elif view == "unsaved":
+        app.screen.query_one("#receive-ae-title", Input).value = "CT_ROOM_2"
+        await pilot.pause()
+        await pilot.press("ctrl+q")
+    await pilot.pause()
+    await pilot.wait_for_scheduled_animations()
