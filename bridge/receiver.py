@@ -31,6 +31,7 @@ from .instance import read_study_uid
 from .layout import StorageLayout, free_megabytes
 from .logbook import FAILED, RECEIVE, WARNING, LogBook, LogEntry
 from .net import NAGLE_OFF
+from .reactor import AssociationLimit, EventDrivenAssociation, Guards, start_server
 from .settings import Settings
 from .tls import finish_server_handshake
 
@@ -104,6 +105,12 @@ class Receiver:
         self._throttle = _Throttle({})
         self._active = 0
         self._active_lock = threading.Condition()
+        # Hooks for the aggregator (the lead wires them): called with id(association) on the
+        # association's thread; "bytes arrived" at most every 0.2 s while data streams, with the
+        # in-flight image's Study Instance UID when it could be peeked, else None.
+        self.on_bytes_arrived: Callable[[int, str | None], None] | None = None
+        self.on_association_ended: Callable[[int], None] | None = None
+        self.guards: Guards | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -112,7 +119,14 @@ class Receiver:
         tempfile.tempdir = str(self.layout.incoming)
         ae = AE(ae_title=self.ae_title)
         ae.maximum_pdu_size = MAX_PDU_BYTES
-        ae.maximum_associations = 32
+        # pynetdicom counts every connected socket (even one that never asks for an association)
+        # against maximum_associations; the bridge's own limit (reactor.AssociationLimit) counts
+        # associations only, so pynetdicom's is set out of the way.
+        ae.maximum_associations = 100_000
+        settings = self.settings()
+        self.guards = Guards(limit=AssociationLimit(settings.receive_max_associations),
+                             report=lambda key, text: self._refuse(key, text),
+                             bytes_arrived=self._bytes_arrived, association_ended=self._association_gone)
         ae.network_timeout = 60
         ae.dimse_timeout = 60
         ae.acse_timeout = 30
@@ -130,8 +144,8 @@ class Receiver:
             (evt.EVT_ABORTED, self._association_ended),
         ]
         try:
-            self._server = ae.start_server((self.bind_address, self.port), block=False, evt_handlers=handlers,
-                                           ssl_context=self.ssl_context)
+            self._server = start_server(ae, (self.bind_address, self.port), self.guards, evt_handlers=handlers,
+                                        ssl_context=self.ssl_context, association_class=self.association_class)
         except OSError as err:
             message = explain_bind_error(err, self.port)
             self.bus.publish(ReceiverStateChanged(listening=False, port=self.port, error=message))
@@ -177,13 +191,40 @@ class Receiver:
     def _handshake_failed(self, address: str, explanation: str) -> None:
         self._refuse(f"tls:{address}:{explanation}", f"connection from {address} refused: {explanation}")
 
+    @property
+    def association_class(self) -> type[EventDrivenAssociation]:
+        return EventDrivenAssociation
+
+    def _bytes_arrived(self, assoc: object, study_uid: str | None) -> None:
+        if self.on_bytes_arrived is not None:
+            self.on_bytes_arrived(id(assoc), study_uid)
+
+    def _association_gone(self, assoc: object) -> None:
+        if self.on_association_ended is not None:
+            self.on_association_ended(id(assoc))
+
     def _association_rejected(self, event: evt.Event) -> None:
         requestor = event.assoc.requestor
         calling, address = requestor.ae_title, requestor.address
         called = getattr(requestor.primitive, "called_ae_title", "?")
-        self._refuse(f"aet:{calling}:{called}:{address}",
-                     f"association from {calling} at {address} (called {called}) rejected: the calling AE title "
-                     f"is not in receive.allowed_calling_ae_titles, or the called AE title is not {self.ae_title}")
+        reason = self._rejection_reason(event.assoc)
+        self._refuse(f"rejected:{calling}:{called}:{address}:{reason}",
+                     f"association from {calling} at {address} (called {called}) rejected: {reason}")
+
+    def _rejection_reason(self, assoc: object) -> str:
+        """Why pynetdicom or the bridge rejected an association, naming only settings in force."""
+        detail = getattr(assoc, "rejection_detail", None)
+        if detail:
+            return str(detail)
+        answer = getattr(getattr(assoc, "acceptor", None), "primitive", None)
+        source, diagnostic = getattr(answer, "result_source", None), getattr(answer, "diagnostic", None)
+        if (source, diagnostic) == (0x01, 0x03):
+            return "the calling AE title is not in receive.allowed_calling_ae_titles"
+        if (source, diagnostic) == (0x01, 0x07):
+            return f"the called AE title is not {self.ae_title} (receive.check_called_ae_title is on)"
+        if (source, diagnostic) == (0x03, 0x02):
+            return "too many associations at once"
+        return f"rejection source {source}, reason {diagnostic}"
 
     def _association_ended(self, event: evt.Event) -> None:
         with self._active_lock:
