@@ -307,13 +307,13 @@ class EventDrivenDUL(DULServiceProvider):
         report = guards.report if guards is not None else _ignore_report
         state = self.state_machine.current_state
         if pdu_type == 0x04 and state in ("Sta6", "Sta7", "Sta8", "Sta10", "Sta11", "Sta12"):
-            report(f"pdu:{address}", f"association from {address} aborted: it sent a PDU of {pdu_length} bytes, "
+            report(f"pdu-abort:{address}", f"association from {address} aborted: it sent a PDU of {pdu_length} bytes, "
                                      f"more than the {limit - 6} bytes negotiated")
             self.event_queue.put("Evt19")  # AA-8: A-ABORT to the peer, A-P-ABORT to the association
             self._discard_input = True
             return True
         what = "an association request" if pdu_type == 0x01 else f"a PDU of type 0x{pdu_type:02X}"
-        report(f"pdu:{address}", f"connection from {address} closed: {what} claiming {pdu_length} bytes "
+        report(f"pdu-close:{address}", f"connection from {address} closed: {what} claiming {pdu_length} bytes "
                                  f"(more than {limit})")
         self._close_connection()
         return True
