@@ -183,8 +183,8 @@ def test_association_limit_counts_associations_and_says_so(bridge_settings, tmp_
         refused = run_storescu(running.port, files, check=False)
         assert refused.returncode != 0 and "Association Rejected" in refused.stderr
         details = [row.detail for row in running.engine.logbook.newest() if "rejected" in row.detail]
-        assert details == ["association from TESTSCU at 127.0.0.1 (called CRYPE_DCM) rejected: 2 associations "
-                           "already open; limit receive.max_associations = 2"]
+        assert details == [("association from TESTSCU at 127.0.0.1 (called CRYPE_DCM) rejected: 2 associations "
+                            "already open; limit receive.max_associations = 2")]
         for sock in holders:
             sock.sendall(struct.pack(">BBLL", 5, 0, 4, 0))  # A-RELEASE-RQ
             assert read_pdu(sock) == (0x06, bytes(4))  # A-RELEASE-RP
@@ -202,7 +202,7 @@ def test_a_rejection_names_only_the_setting_in_force(bridge_settings, tmp_path):
         files = [str(f) for f in make_study(tmp_path / "study", count=1).files]
         assert run_storescu(running.port, files, ae_called="SOMEONE_ELSE", check=False).returncode != 0
         details = [row.detail for row in running.engine.logbook.newest() if "rejected" in row.detail]
-        assert details == ["association from TESTSCU at 127.0.0.1 (called SOMEONE_ELSE) rejected: the called AE "
-                           "title is not CRYPE_DCM (receive.check_called_ae_title is on)"]
+        assert details == [("association from TESTSCU at 127.0.0.1 (called SOMEONE_ELSE) rejected: the called AE "
+                            "title is not CRYPE_DCM (receive.check_called_ae_title is on)")]
     finally:
         running.engine.stop(grace_seconds=2)
