@@ -38,7 +38,7 @@ import threading
 import time
 from collections.abc import Callable
 from copy import deepcopy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
@@ -143,7 +143,7 @@ class Guards:
     # streams, with the in-flight image's Study Instance UID when known) and "association ended"
     bytes_arrived: BytesHook | None = None
     association_ended: AssociationHook | None = None
-    extra: dict[str, Any] = field(default_factory=dict)  # e.g. the fast path's settings
+    fast_store: Any = None  # bridge.fast_store.FastStoreOptions: None keeps pynetdicom's C-STORE path
 
 
 BYTES_HOOK_INTERVAL = 0.2
@@ -191,12 +191,14 @@ class EventDrivenDUL(DULServiceProvider):
         self.wake()
 
     def _drain_wake(self) -> None:
-        self._wake_pending = False
+        # Drain first, then clear the flag: the other order can swallow a wake-up byte while the
+        # flag says one is pending, and the next put would then not wake the reactor at all.
         try:
             while self._wake_r.recv(4096):
                 pass
         except OSError:  # BlockingIOError: drained
             pass
+        self._wake_pending = False
 
     def _wait_for_work(self) -> None:
         """Sleep until the socket is readable, something is queued, or a timer may have expired."""
@@ -370,15 +372,18 @@ class EventDrivenDUL(DULServiceProvider):
                     sock.settimeout(previous_timeout)
                 except OSError:
                     pass
+        self._deliver(pdu_bytes)
+
+    def _deliver(self, pdu_bytes: bytearray) -> None:
+        """Decode a whole PDU and queue its event, as pynetdicom's reader does."""
         self._after_bytes(None)
         try:
             pdu, event = self._decode_pdu(pdu_bytes)
-            self.event_queue.put(event)
-        except Exception:
-            LOGGER.error("Unable to decode the received PDU data")
-            LOGGER.exception("DUL failure")
+        except Exception:  # noqa: BLE001 - as upstream: an undecodable PDU is Evt19
+            LOGGER.exception("Unable to decode the received PDU data")
             self.event_queue.put("Evt19")
             return
+        self.event_queue.put(event)
         self._recv_pdu.put(pdu)
 
     def _read_pdu_body(self, pdu_type: int, pdu_length: int, header: bytes) -> bool:

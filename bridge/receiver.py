@@ -31,6 +31,7 @@ from .instance import read_study_uid
 from .layout import StorageLayout, free_megabytes
 from .logbook import FAILED, RECEIVE, WARNING, LogBook, LogEntry
 from .net import NAGLE_OFF
+from .fast_store import FastStoreAssociation, FastStoreOptions
 from .reactor import AssociationLimit, EventDrivenAssociation, Guards, start_server
 from .settings import Settings
 from .tls import finish_server_handshake
@@ -82,6 +83,10 @@ class _Throttle:
 class Receiver:
     """Owns the pynetdicom AE and its listening socket."""
 
+    # C-STOREs streamed straight into files (bridge/fast_store.py); it switches itself off for an
+    # association with a handler on PDU/DIMSE/raw-data events, so bind none of those here.
+    fast_path = True
+
     def __init__(self, *, layout: StorageLayout, aggregator: Aggregator, logbook: LogBook, bus: EventBus,
                  settings: Callable[[], Settings], bind_address: str = "",
                  ssl_context: ssl.SSLContext | None = None) -> None:
@@ -126,7 +131,9 @@ class Receiver:
         settings = self.settings()
         self.guards = Guards(limit=AssociationLimit(settings.receive_max_associations),
                              report=lambda key, text: self._refuse(key, text),
-                             bytes_arrived=self._bytes_arrived, association_ended=self._association_gone)
+                             bytes_arrived=self._bytes_arrived, association_ended=self._association_gone,
+                             fast_store=FastStoreOptions(settings.receive_sync_before_ack) if self.fast_path else None)
+        self.aggregator.sync_on_store = settings.receive_sync_before_ack  # durable before acknowledged
         ae.network_timeout = 60
         ae.dimse_timeout = 60
         ae.acse_timeout = 30
@@ -193,7 +200,7 @@ class Receiver:
 
     @property
     def association_class(self) -> type[EventDrivenAssociation]:
-        return EventDrivenAssociation
+        return FastStoreAssociation if self.fast_path else EventDrivenAssociation
 
     def _bytes_arrived(self, assoc: object, study_uid: str | None) -> None:
         if self.on_bytes_arrived is not None:
