@@ -247,6 +247,8 @@ class _InFlight:
         self.error: OSError | None = None
         self.first_fragment = True
         self.writeback = writeback
+        self.walker: Any = None  # Guards.dataset_walker's object, fed the dataset bytes
+        self.incomplete: Exception | None = None
 
     def write(self, data: memoryview) -> None:
         if self.fd is None:
@@ -262,6 +264,24 @@ class _InFlight:
         except OSError as err:
             self.error = err
             self.discard()
+
+    def feed(self, data: memoryview) -> None:
+        """Dataset bytes to the completeness walker (``data`` is only valid during the call)."""
+        if self.walker is None:
+            return
+        try:
+            self.walker.feed(data)
+        except Exception as err:  # noqa: BLE001 - the walker's verdict, not a transfer error
+            self.incomplete, self.walker = err, None
+
+    def finish_walk(self) -> None:
+        if self.walker is None:
+            return
+        try:
+            self.walker.finish()
+        except Exception as err:  # noqa: BLE001 - the handler decides what to answer
+            self.incomplete = err
+        self.walker = None
 
     def close(self, sync: bool) -> None:
         if self.fd is None:
@@ -387,6 +407,9 @@ class FastStoreDUL(EventDrivenDUL):
             self._in_flight.write(memoryview(file_meta_bytes(cast(str, request.AffectedSOPClassUID),
                                                              cast(str, request.AffectedSOPInstanceUID),
                                                              transfer_syntax)))
+        guards = self.guards
+        if guards is not None and guards.dataset_walker is not None:
+            self._in_flight.walker = guards.dataset_walker(transfer_syntax)
         self._after_bytes(None)
         rest = body[4 + pdv_length:]
         if rest:  # dataset fragments in the same PDU (rare): as if they came in a PDU of their own
@@ -474,6 +497,7 @@ class FastStoreDUL(EventDrivenDUL):
             if store.first_fragment:
                 self._first_fragment(store, view[:got])
             store.write(view[:got])
+            store.feed(view[:got])
             length -= got
         return True
 
@@ -492,6 +516,7 @@ class FastStoreDUL(EventDrivenDUL):
             if store.first_fragment:
                 self._first_fragment(store, fragment)
             store.write(fragment)
+            store.feed(fragment)
             position = end
             if control & 0x02:
                 self._finish()
@@ -527,6 +552,9 @@ class FastStoreDUL(EventDrivenDUL):
         options = self.options or FastStoreOptions()
         store.close(sync=options.sync_before_ack)
         request = store.request
+        if store.walker is not None or store.incomplete is not None:
+            store.finish_walk()
+            request._bridge_incomplete = store.incomplete  # type: ignore[attr-defined]
         if store.error is not None:
             status = STATUS_OUT_OF_RESOURCES
             self._report_write_error(store)

@@ -144,6 +144,10 @@ class Guards:
     bytes_arrived: BytesHook | None = None
     association_ended: AssociationHook | None = None
     fast_store: Any = None  # bridge.fast_store.FastStoreOptions: None keeps pynetdicom's C-STORE path
+    # fast path only: ``dataset_walker(transfer_syntax)`` -> an object with ``feed(bytes)`` and
+    # ``finish()`` (raising when the dataset is incomplete), fed every dataset fragment as it
+    # streams; the outcome is left on the request as ``_bridge_incomplete`` (None: complete)
+    dataset_walker: Callable[[str], Any] | None = None
 
 
 BYTES_HOOK_INTERVAL = 0.2

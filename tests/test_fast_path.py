@@ -162,6 +162,7 @@ class _CollectingSCP:
 
     def __init__(self, association_class: type[EventDrivenAssociation], guards: Guards) -> None:
         self.received: list[bytes] = []
+        self.verdicts: list[object] = []  # the dataset walker's, left on each request
         self.port = free_port()
         ae = AE(ae_title="CRYPE_DCM")
         ae.maximum_pdu_size = 1024 * 1024
@@ -172,6 +173,7 @@ class _CollectingSCP:
 
     def _store(self, event: evt.Event) -> int:
         self.received.append(Path(event.dataset_path).read_bytes())
+        self.verdicts.append(getattr(event.request, "_bridge_incomplete", "no walker"))
         return 0
 
     def stop(self) -> None:
@@ -242,6 +244,40 @@ def test_bytes_arrived_names_the_study_and_association_ended_follows(tmp_path, m
     ended = [value for kind, value in calls if kind == "ended"]
     assert any(uid == study_uid for _, uid in byte_calls)  # type: ignore[misc]
     assert len(ended) == 2 and calls[-1][0] == "ended"  # one per storescu association
+
+
+def test_a_dataset_walker_sees_every_dataset_byte_as_it_streams(tmp_path, monkeypatch):
+    """The seam for the completeness walk: fed each fragment, its verdict left on the request."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    walkers: list[_RecordingWalker] = []
+
+    def make_walker(syntax: str) -> _RecordingWalker:
+        walkers.append(_RecordingWalker(syntax))
+        return walkers[-1]
+
+    scp = _CollectingSCP(FastStoreAssociation, Guards(fast_store=FastStoreOptions(), dataset_walker=make_walker))
+    big = make_large_study(tmp_path / "big", count=1, side=1024).files
+    try:
+        _send_each(scp.port, [Path(get_testdata_file("MR_small_implicit.dcm")), *big], "--max-send-pdu", "8192")
+    finally:
+        scp.stop()
+    assert len(walkers) == 2 and all(walker.finished for walker in walkers)
+    for walker, received in zip(walkers, scp.received):
+        meta_end = 132 + 12 + int.from_bytes(received[140:144], "little")
+        assert bytes(walker.data) == received[meta_end:]
+        assert walker.syntax == dcmread(io.BytesIO(received)).file_meta.TransferSyntaxUID
+    assert scp.verdicts == [None, None]
+
+
+class _RecordingWalker:
+    def __init__(self, syntax: str) -> None:
+        self.syntax, self.data, self.finished = syntax, bytearray(), False
+
+    def feed(self, data: memoryview) -> None:
+        self.data += data
+
+    def finish(self) -> None:
+        self.finished = True
 
 
 # -- faults -----------------------------------------------------------------------------------------
