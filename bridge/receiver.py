@@ -27,11 +27,11 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from .aggregator import Aggregator, safe_key
 from .events import EventBus, InstanceStored, ReceiverStateChanged
+from .fast_store import FastStoreAssociation, FastStoreOptions
 from .instance import read_study_uid
 from .layout import StorageLayout, free_megabytes
 from .logbook import FAILED, RECEIVE, WARNING, LogBook, LogEntry
 from .net import NAGLE_OFF
-from .fast_store import FastStoreAssociation, FastStoreOptions
 from .reactor import AssociationLimit, EventDrivenAssociation, Guards, start_server
 from .settings import Settings
 from .tls import finish_server_handshake
