@@ -238,6 +238,7 @@ class EventDrivenDUL(DULServiceProvider):
                 notify()  # the association thread checks dul.is_alive()
 
     def _run_event_driven(self) -> None:
+        self._started_at = time.monotonic()  # the request deadline counts from here, after any TLS handshake
         self._idle_timer.start()
         self.socket = cast(AssociationSocket, self.socket)
         while True:
