@@ -65,6 +65,9 @@ PYNETDICOM_DEPENDENCIES = (
     "pynetdicom.dul.DULServiceProvider._read_pdu_data",
     "pynetdicom.dul.DULServiceProvider._is_transport_event",
     "pynetdicom.dul.DULServiceProvider.kill_dul",
+    "pynetdicom.dul.DULServiceProvider.stop_dul",
+    "pynetdicom.timer.Timer.remaining",
+    "pynetdicom.timer.Timer.expired",
     "pynetdicom.dul.DULServiceProvider.__init__",
     "pynetdicom.association.Association._run_reactor",
     "pynetdicom.association.Association.run_reactor",
@@ -193,6 +196,16 @@ class EventDrivenDUL(DULServiceProvider):
     def kill_dul(self) -> None:
         super().kill_dul()
         self.wake()
+
+    def stop_dul(self) -> bool:
+        """pynetdicom's ``stop_dul``, waking the reactor instead of waiting for its next poll."""
+        if self.state_machine.current_state != "Sta1":
+            return False
+        self._kill_thread = True
+        self.wake()
+        if self is not threading.current_thread() and self.is_alive():
+            self.join()
+        return True
 
     def _drain_wake(self) -> None:
         # Drain first, then clear the flag: the other order can swallow a wake-up byte while the
