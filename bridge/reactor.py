@@ -304,8 +304,11 @@ class EventDrivenDUL(DULServiceProvider):
         self._close_connection()
 
     def _close_connection(self) -> None:
+        waiting_for_request = self.assoc.is_acceptor and self.state_machine.current_state == "Sta2"
         if self.socket is not None:
             self.socket.close()  # Evt17: the state machine ends the connection
+        if waiting_for_request:  # end the association thread now, as if its wait had timed out
+            self.to_user_queue.put(cast(Any, None))
 
     def _largest_pdu_we_accept(self, pdu_type: int) -> int:
         """The largest PDU body this side will read (0: no limit)."""
