@@ -34,6 +34,7 @@ from bridge.logbook import WARNING
 from bridge.reactor import EventDrivenAssociation, Guards, start_server
 
 from .conftest import free_port, start_running_bridge
+from .pacs import StoreSCP
 from .peers import PEER_ENV, STORESCU_OPTION_FOR_TS, run_storescu, storescu_args
 from .studies import make_large_study, make_study
 from .test_hostile_clients import HUGE, established, read_pdu
@@ -227,6 +228,33 @@ def test_fast_path_switches_off_when_a_handler_watches_pdus(tmp_path, monkeypatc
     finally:
         scp.stop()
     assert FastStoreDUL.handled == before and seen and len(scp.received) == 1
+
+
+def test_the_sender_sends_with_the_event_driven_reactors(tmp_path):
+    """bridge.sender's associations are EventDrivenAssociations; files reach DCMTK storescp intact."""
+    from bridge import sender
+
+    scp = StoreSCP(tmp_path / "received")
+    made: list[object] = []
+    original = reactor.EventDrivenAssociation.adopt.__func__  # type: ignore[attr-defined]
+
+    def recording_adopt(cls, assoc):  # noqa: ANN001, ANN202
+        made.append(original(cls, assoc))
+        return made[-1]
+
+    try:
+        files = list(make_study(tmp_path / "study", count=3).files)
+        target = sender.PacsTarget("127.0.0.1", scp.port, scp.aet, "BRIDGE")
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(reactor.EventDrivenAssociation, "adopt", classmethod(recording_adopt))
+            report = sender.send_files(target, [sender.read_meta(f) for f in files], sender.SendReport())
+            assert sender.echo(target).ok
+    finally:
+        scp.stop()
+    assert report.ok and len(report.delivered) == 3
+    assert len(made) == 2 and all(isinstance(a, EventDrivenAssociation) for a in made)
+    assert all(type(a.dul) is reactor.EventDrivenDUL for a in made)  # type: ignore[attr-defined]
+    assert len(list((tmp_path / "received").iterdir())) == 3
 
 
 # -- hooks for the aggregator ---------------------------------------------------------------------
