@@ -238,7 +238,7 @@ def test_the_sender_sends_with_the_event_driven_reactors(tmp_path):
     made: list[object] = []
     original = reactor.EventDrivenAssociation.adopt.__func__  # type: ignore[attr-defined]
 
-    def recording_adopt(cls, assoc):  # noqa: ANN001, ANN202
+    def recording_adopt(cls, assoc):
         made.append(original(cls, assoc))
         return made[-1]
 
