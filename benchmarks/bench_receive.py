@@ -1,18 +1,30 @@
 #!/usr/bin/env python3
-"""Receive benchmark: DicomBridge side by side with DCMTK storescp (and Orthanc if installed).
+"""Receive benchmark: DicomBridge beside DCMTK storescp and Orthanc, same study, same sender.
 
-One run, same machine, same study, same sender (DCMTK storescu with TCP_NODELAY=1), loopback:
-  1. receive time of a 500-image 512×512 16-bit CT study (~254 MB): bridge vs storescp (vs Orthanc)
-  2. time from the last C-STORE response to the ZIP in the inbox, minus the timeout
-  3. peak memory (VmHWM) of the bridge while receiving a 1 GB study
+The sender is always DCMTK storescu (TCP_NODELAY=1) on loopback. Receivers, each started fresh
+for every measurement and run in alternating order (the order rotates every run, so no receiver
+always goes first on a warm or a cold machine):
 
-    python benchmarks/bench_receive.py [--images 500] [--big-images 2000] [--json out.json]
+- ``storescp``: DCMTK storescp writing files (no fsync: the reference for speed);
+- ``bridge-sync``: DicomBridge with ``receive.sync_before_ack = true`` (the default);
+- ``bridge-nosync``: DicomBridge with ``receive.sync_before_ack = false``;
+- ``orthanc``: Orthanc with ``SyncStorageArea: true`` (it fsyncs every file before answering).
+
+Per receiver: wall time of one storescu sending the whole study, and of four storescu sending a
+quarter each at once; receiver CPU milliseconds per image (user + system time of the receiving
+process and its children, read from /proc before and after the send: steadier than wall time on
+a shared machine). Reported as medians of ``--repeats`` runs (at least 5 for figures worth
+quoting) and as the median of the per-run ratios to storescp. Then the bridge's peak resident
+memory (VmHWM) while receiving a ~1 GB study, and how soon its ZIP follows the timeout.
+
+    python benchmarks/bench_receive.py [--images 500] [--repeats 5] [--big-images 2000] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import signal
 import socket
@@ -22,6 +34,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +49,8 @@ from tests.conftest import write_config  # noqa: E402
 from tests.peers import PEER_ENV, dcmtk  # noqa: E402
 
 TIMEOUT_SECONDS = 2
+RECEIVERS = ("storescp", "bridge-sync", "bridge-nosync", "orthanc")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -67,11 +82,41 @@ def make_ct_study(folder: Path, count: int) -> Path:
     return folder
 
 
+def quarters(study: Path) -> list[Path]:
+    """The study's files dealt into four folders (hard links: no copies)."""
+    files = sorted(study.glob("*.dcm"))
+    folders = []
+    for number in range(4):
+        folder = study.parent / f"{study.name}-q{number}"
+        if not folder.exists():
+            folder.mkdir()
+            for path in files[number::4]:
+                os.link(path, folder / path.name)
+        folders.append(folder)
+    return folders
+
+
+def storescu_command(folder: Path, port: int, called: str, *options: str) -> list[str]:
+    return [dcmtk("storescu"), "-aec", called, *options, "+sd", "+r", "-R", "127.0.0.1", str(port), str(folder)]
+
+
 def send(folder: Path, port: int, called: str, *options: str) -> float:
     """Seconds for DCMTK storescu to send the folder (association to release); ``options``, e.g. TLS."""
     started = time.perf_counter()
-    subprocess.run([dcmtk("storescu"), "-aec", called, *options, "+sd", "+r", "-R", "127.0.0.1", str(port),
-                    str(folder)], check=True, env=PEER_ENV, capture_output=True, timeout=1800)
+    subprocess.run(storescu_command(folder, port, called, *options), check=True, env=PEER_ENV,
+                   capture_output=True, timeout=1800)
+    return time.perf_counter() - started
+
+
+def send_parallel(folders: list[Path], port: int, called: str) -> float:
+    """Seconds for one storescu per folder, all at once, until the last has released."""
+    started = time.perf_counter()
+    senders = [subprocess.Popen(storescu_command(folder, port, called), env=PEER_ENV,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for folder in folders]
+    for sender in senders:
+        _, error = sender.communicate(timeout=1800)
+        if sender.returncode != 0:
+            raise RuntimeError(f"storescu failed: {error.decode(errors='replace')}")
     return time.perf_counter() - started
 
 
@@ -85,14 +130,8 @@ def wait_port(port: int, timeout: float = 60) -> None:
     raise TimeoutError(f"nothing listens on {port}")
 
 
-def bench_storescp(study: Path, work: Path) -> float:
-    port, out = free_port(), work / "storescp-out"
-    out.mkdir(parents=True)
-    return send_to_peer([dcmtk("storescp"), "-od", str(out), "-aet", "STORESCP", str(port)], study, port, "STORESCP")
-
-
 def with_peer(command: list[str], port: int, measure: Callable[[], float]) -> float:
-    """Start a receiving peer listening on ``port``, run ``measure``, stop the peer."""
+    """Start a receiving peer listening on ``port``, run ``measure``, stop the peer (bench_tls uses it)."""
     proc = subprocess.Popen(command, env=PEER_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(port)
@@ -102,24 +141,10 @@ def with_peer(command: list[str], port: int, measure: Callable[[], float]) -> fl
         proc.wait(timeout=60)
 
 
-def send_to_peer(command: list[str], study: Path, port: int, called: str) -> float:
-    """Start a receiving peer, time the study sent to it, stop the peer."""
-    return with_peer(command, port, lambda: send(study, port, called))
-
-
-def bench_orthanc(study: Path, work: Path) -> float | None:
-    binary = shutil.which("Orthanc", path="/usr/sbin:/usr/bin")
-    if binary is None:
-        return None
-    port, http = free_port(), free_port()
-    config = work / "orthanc.json"
-    config.write_text(json.dumps({
-        "Name": "bench", "DicomPort": port, "HttpPort": http, "DicomAet": "ORTHANC",
-        "StorageDirectory": str(work / "orthanc-db"), "IndexDirectory": str(work / "orthanc-db"),
-        "RemoteAccessAllowed": False, "AuthenticationEnabled": False, "DicomCheckCalledAet": False,
-        "Plugins": [],
-    }))
-    return send_to_peer([binary, str(config)], study, port, "ORTHANC")
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its waited-for children."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(value) for value in fields[11:15]) / CLOCK_TICKS
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -129,71 +154,152 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def bench_bridge(study: Path, work: Path, label: str) -> dict[str, float]:
+@dataclass
+class Receiver:
+    """One receiving process started for one measurement."""
+
+    process: subprocess.Popen  # type: ignore[type-arg]
+    port: int
+    called: str
+    folder: Path
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=60)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def start_receiver(kind: str, work: Path) -> Receiver:
     port = free_port()
-    store = work / f"bridge-{label}"
-    config = write_config(work / f"bridge-{label}.toml", general__storage_folder=str(store),
-                          general__min_free_mb=0, receive__port=port, receive__timeout_seconds=TIMEOUT_SECONDS,
-                          receive__crid_tag_group="0010", receive__crid_tag_element="2201")
-    proc = subprocess.Popen([sys.executable, "-m", "bridge.cli", "--headless", "--config", str(config)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    folder = work / f"{kind}-{port}"
+    folder.mkdir(parents=True)
+    if kind == "storescp":
+        command, called = [dcmtk("storescp"), "-od", str(folder), "-aet", "STORESCP", str(port)], "STORESCP"
+    elif kind == "orthanc":
+        binary = shutil.which("Orthanc", path="/usr/sbin:/usr/bin")
+        if binary is None:
+            raise FileNotFoundError("Orthanc")
+        config = folder / "orthanc.json"
+        config.write_text(json.dumps({
+            "Name": "bench", "DicomPort": port, "HttpPort": free_port(), "DicomAet": "ORTHANC",
+            "StorageDirectory": str(folder / "db"), "IndexDirectory": str(folder / "db"),
+            "RemoteAccessAllowed": False, "AuthenticationEnabled": False, "DicomCheckCalledAet": False,
+            "SyncStorageArea": True, "Plugins": [],
+        }))
+        command, called = [binary, str(config)], "ORTHANC"
+    else:
+        config = write_config(folder / "bridge.toml", general__storage_folder=str(folder / "store"),
+                              general__min_free_mb=0, receive__port=port, receive__timeout_seconds=TIMEOUT_SECONDS,
+                              receive__crid_tag_group="0010", receive__crid_tag_element="2201",
+                              receive__sync_before_ack=kind == "bridge-sync")
+        command = [sys.executable, "-m", "bridge.cli", "--headless", "--config", str(config)]
+        called = "CRYPE_DCM"
+    process = subprocess.Popen(command, env=PEER_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    receiver = Receiver(process, port, called, folder)
     try:
         wait_port(port)
-        receive_seconds = send(study, port, "CRYPE_DCM")
+    except TimeoutError:
+        receiver.stop()
+        raise
+    return receiver
+
+
+def measure(kind: str, work: Path, study: Path, images: int, parallel: bool) -> dict[str, float]:
+    receiver = start_receiver(kind, work)
+    try:
+        before = cpu_seconds(receiver.process.pid)
+        seconds = (send_parallel(quarters(study), receiver.port, receiver.called) if parallel
+                   else send(study, receiver.port, receiver.called))
+        cpu = cpu_seconds(receiver.process.pid) - before
+    finally:
+        receiver.stop()
+    return {"s": seconds, "cpu_ms_per_image": cpu * 1000 / images}
+
+
+def bridge_zip_and_memory(study: Path, work: Path) -> dict[str, float]:
+    """Receive with the default settings; the ZIP's delay after the timeout and the peak memory."""
+    receiver = start_receiver("bridge-sync", work)
+    try:
+        receive_seconds = send(study, receiver.port, receiver.called)
         last_response = time.perf_counter()
-        inbox = store / "Inbox_Auto"
-        deadline = last_response + 600
+        inbox = receiver.folder / "store" / "Inbox_Auto"
+        deadline = last_response + 900
         while not any(inbox.glob("*.zip")) and time.perf_counter() < deadline:
             time.sleep(0.01)
         zip_seconds = time.perf_counter() - last_response - TIMEOUT_SECONDS
-        peak = peak_rss_mb(proc.pid)
-        zip_bytes = sum(p.stat().st_size for p in inbox.glob("*.zip"))
+        peak = peak_rss_mb(receiver.process.pid)
+        zip_mb = sum(p.stat().st_size for p in inbox.glob("*.zip")) / 1e6
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
-    return {"receive_s": receive_seconds, "zip_after_timeout_s": zip_seconds, "peak_rss_mb": peak,
-            "zip_mb": zip_bytes / 1e6}
+        receiver.stop()
+    return {"receive_s": receive_seconds, "zip_after_timeout_s": zip_seconds, "peak_rss_mb": peak, "zip_mb": zip_mb}
+
+
+def summarise(runs: dict[str, list[dict[str, float]]], key: str) -> dict[str, dict[str, float]]:
+    """Medians per receiver, and the median of per-run ratios to storescp."""
+    summary: dict[str, dict[str, float]] = {}
+    reference = runs.get("storescp", [])
+    for kind, values in runs.items():
+        if not values:
+            continue
+        entry = {"median_s": statistics.median(v["s"] for v in values),
+                 "cpu_ms_per_image": statistics.median(v["cpu_ms_per_image"] for v in values)}
+        if reference and len(reference) == len(values):
+            entry["ratio_to_storescp"] = statistics.median(v["s"] / r["s"] for v, r in zip(values, reference, strict=True))
+        summary[kind] = entry
+    return {key: summary} if key else summary
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=500)
-    parser.add_argument("--repeats", type=int, default=3, help="alternating runs of storescp and the bridge")
+    parser.add_argument("--repeats", type=int, default=5, help="alternating runs (medians; 5 or more)")
     parser.add_argument("--big-images", type=int, default=2000, help="images of the ~1 GB memory study (0: skip)")
+    parser.add_argument("--receivers", default=",".join(RECEIVERS))
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    kinds = [k for k in args.receivers.split(",") if k]
+    if "orthanc" in kinds and shutil.which("Orthanc", path="/usr/sbin:/usr/bin") is None:
+        kinds.remove("orthanc")
     with tempfile.TemporaryDirectory(prefix="bench-receive-") as tmp:
         work = Path(tmp)
         study = make_ct_study(work / "study", args.images)
         size_mb = sum(p.stat().st_size for p in study.iterdir()) / 1e6
-        print(f"study: {args.images} images, {size_mb:.0f} MB; {args.repeats} alternating runs, medians", flush=True)
-        storescp_runs, bridge_runs = [], []
+        print(f"study: {args.images} images, {size_mb:.0f} MB; {args.repeats} alternating runs; medians",
+              flush=True)
+        single: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
+        four: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
         for run in range(args.repeats):
-            storescp_runs.append(bench_storescp(study, work / f"scp{run}"))
-            bridge_runs.append(bench_bridge(study, work, f"run{run}"))
-            shutil.rmtree(work / f"bridge-run{run}", ignore_errors=True)
-            shutil.rmtree(work / f"scp{run}", ignore_errors=True)
-            print(f"  run {run + 1}: storescp {storescp_runs[-1]:.2f} s, bridge {bridge_runs[-1]['receive_s']:.2f} s, "
-                  f"ZIP {bridge_runs[-1]['zip_after_timeout_s']:.2f} s after the timeout", flush=True)
-        storescp_s = statistics.median(storescp_runs)
-        bridge_s = statistics.median(r["receive_s"] for r in bridge_runs)
-        zip_s = statistics.median(r["zip_after_timeout_s"] for r in bridge_runs)
-        orthanc_s = bench_orthanc(study, work)
-        results: dict[str, object] = {
-            "images": args.images, "study_mb": size_mb, "storescp_s": storescp_s, "bridge_s": bridge_s,
-            "ratio_bridge_to_storescp": bridge_s / storescp_s, "zip_after_timeout_s": zip_s,
-            "orthanc_s": orthanc_s, "zip_mb": bridge_runs[0]["zip_mb"],
-        }
-        print(f"DCMTK storescp   {storescp_s:6.2f} s", flush=True)
-        if orthanc_s is not None:
-            print(f"Orthanc          {orthanc_s:6.2f} s  ({orthanc_s / storescp_s:.2f}x storescp)", flush=True)
-        print(f"DicomBridge      {bridge_s:6.2f} s  ({bridge_s / storescp_s:.2f}x storescp)", flush=True)
-        print(f"ZIP in the inbox {zip_s:6.2f} s after the timeout ({results['zip_mb']:.0f} MB ZIP)", flush=True)
+            order = kinds[run % len(kinds):] + kinds[:run % len(kinds)]
+            line = []
+            for kind in order:
+                single[kind].append(measure(kind, work / "runs", study, args.images, parallel=False))
+                four[kind].append(measure(kind, work / "runs", study, args.images, parallel=True))
+                line.append(f"{kind} {single[kind][-1]['s']:.2f}/{four[kind][-1]['s']:.2f} s")
+            print(f"  run {run + 1} (1 / 4 associations): " + ", ".join(line), flush=True)
+        results: dict[str, object] = {"images": args.images, "study_mb": size_mb, "repeats": args.repeats,
+                                      **summarise(single, "one_association"),
+                                      **summarise(four, "four_associations"), "runs": {"one": single, "four": four}}
+        for title, key in (("one association", "one_association"), ("four associations at once", "four_associations")):
+            print(f"{title}:", flush=True)
+            for kind, entry in results[key].items():  # type: ignore[attr-defined]
+                ratio = entry.get("ratio_to_storescp")
+                print(f"  {kind:14s} {entry['median_s']:6.2f} s  "
+                      f"{'' if ratio is None else f'{ratio:4.2f}x storescp  '}"
+                      f"CPU {entry['cpu_ms_per_image']:5.2f} ms/image", flush=True)
+        if "bridge-sync" in kinds:
+            zip_result = bridge_zip_and_memory(study, work / "runs")
+            results["zip"] = zip_result
+            print(f"ZIP in the inbox {zip_result['zip_after_timeout_s']:.2f} s after the timeout "
+                  f"({zip_result['zip_mb']:.0f} MB ZIP)", flush=True)
         if args.big_images:
             shutil.rmtree(study, ignore_errors=True)
             big = make_ct_study(work / "big", args.big_images)
             big_mb = sum(p.stat().st_size for p in big.iterdir()) / 1e6
-            big_result = bench_bridge(big, work, "big")
+            big_result = bridge_zip_and_memory(big, work / "runs")
             results["big"] = {"study_mb": big_mb, **big_result}
             print(f"{big_mb:.0f} MB study: peak RSS of the bridge {big_result['peak_rss_mb']:.0f} MB, "
                   f"receive {big_result['receive_s']:.1f} s, ZIP {big_result['zip_after_timeout_s']:.1f} s "

@@ -98,6 +98,7 @@ class Aggregator:
     spool: Path
     timeout_seconds: float
     clock: Callable[[], float] = time.monotonic
+    sync_on_store: bool = False  # receive.sync_before_ack: file and rename on stable storage before the answer
     _open: dict[str, PendingStudy] = field(default_factory=dict)
     _closed: list[PendingStudy] = field(default_factory=list)
     _changed: threading.Condition = field(default_factory=threading.Condition)
@@ -138,10 +139,16 @@ class Aggregator:
             if study is None:
                 folder = self.spool / f"{key}{_GENERATION_SEPARATOR}{time.time_ns()}"
                 folder.mkdir()
+                if self.sync_on_store:
+                    _sync_folder(self.spool)
                 study = PendingStudy(key=key, folder=folder, last_arrival=self.clock())
             sop_key = safe_key(sop_uid)
             stored_key, target = study.place(sop_key, received_file)
+            if self.sync_on_store:
+                _sync_file(received_file)
             _move(received_file, target)
+            if self.sync_on_store:
+                _sync_folder(study.folder)
             study.files[stored_key] = target
             if created:
                 self._open[key] = study
@@ -236,6 +243,27 @@ def _same_bytes(first: Path, second: Path, chunk: int = 1024 * 1024) -> bool:
                 return False
             if not block:
                 return True
+def _sync_file(path: Path) -> None:
+    """Its data on stable storage (cheap when the fast path synced it already)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        (getattr(os, "fdatasync", None) or os.fsync)(fd)
+    finally:
+        os.close(fd)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a rename or a new entry in ``folder`` durable (POSIX; Windows has no directory fsync)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _move(source: Path, target: Path) -> None:

@@ -32,12 +32,14 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from .aggregator import Aggregator, safe_key
-from .dataset_check import IncompleteDataset, check_file
+from .dataset_check import DatasetWalker, IncompleteDataset, check_file
 from .events import EventBus, InstanceStored, ReceiverStateChanged
+from .fast_store import FastStoreAssociation, FastStoreOptions
 from .instance import MissingStudyUid, read_identity
 from .layout import StorageLayout, free_megabytes
 from .logbook import FAILED, RECEIVE, WARNING, LogBook, LogEntry
 from .net import NAGLE_OFF
+from .reactor import AssociationLimit, EventDrivenAssociation, Guards, start_server
 from .settings import Settings
 from .tls import finish_server_handshake
 
@@ -76,6 +78,9 @@ def explain_bind_error(err: OSError, port: int) -> str:
     return f"cannot listen on port {port}: {err.strerror or err}"
 
 
+_NOT_WALKED = object()  # no completeness verdict came with the request: check the file
+
+
 @dataclass
 class _Throttle:
     """Log a repeated refusal once a minute, not once per image."""
@@ -92,6 +97,10 @@ class _Throttle:
 
 class Receiver:
     """Owns the pynetdicom AE and its listening socket."""
+
+    # C-STOREs streamed straight into files (bridge/fast_store.py); it switches itself off for an
+    # association with a handler on PDU/DIMSE/raw-data events, so bind none of those here.
+    fast_path = True
 
     def __init__(self, *, layout: StorageLayout, aggregator: Aggregator, logbook: LogBook, bus: EventBus,
                  settings: Callable[[], Settings], bind_address: str = "",
@@ -118,6 +127,7 @@ class Receiver:
         self._throttle = _Throttle({})
         self._active = 0
         self._active_lock = threading.Condition()
+        self.guards: Guards | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -125,6 +135,15 @@ class Receiver:
         # folder; pointing it into the storage folder makes the hand-over a cheap rename.
         tempfile.tempdir = str(self.layout.incoming)
         ae = self.application_entity()
+        settings = self.settings()
+        self.guards = Guards(limit=AssociationLimit(settings.receive_max_associations),
+                             report=lambda key, text: self._refuse(key, text),
+                             bytes_arrived=self._bytes_streaming, association_ended=self._connection_ended,
+                             fast_store=FastStoreOptions(settings.receive_sync_before_ack) if self.fast_path else None,
+                             dataset_walker=DatasetWalker)  # the completeness walk, fed as fragments stream
+        self.aggregator.sync_on_store = settings.receive_sync_before_ack  # durable before acknowledged
+        # No handler on PDU/DIMSE/raw-data events: one would switch the fast path off (the reactor's
+        # bytes-arrived hook above keeps studies open instead of EVT_DATA_RECV).
         handlers: list[Any] = [
             (evt.EVT_REJECTED, self._association_rejected),
             (evt.EVT_CONN_OPEN, finish_server_handshake, [self._handshake_failed]),
@@ -132,7 +151,6 @@ class Receiver:
             (evt.EVT_C_STORE, self._handle_store),
             (evt.EVT_C_ECHO, lambda event: STATUS_SUCCESS),
             (evt.EVT_ESTABLISHED, self._association_started),
-            (evt.EVT_DATA_RECV, self._bytes_arrived),  # per received PDU
             (evt.EVT_RELEASED, self._association_ended),
             (evt.EVT_ABORTED, self._association_ended),
             (evt.EVT_RELEASED, self._association_gone),
@@ -140,20 +158,19 @@ class Receiver:
             (evt.EVT_CONN_CLOSE, self._association_gone),
         ]
         try:
-            server = ae.start_server((self.bind_address, self.port), block=False, evt_handlers=handlers,
-                                     ssl_context=self.ssl_context)
+            server = start_server(ae, (self.bind_address, self.port), self.guards, evt_handlers=handlers,
+                                  ssl_context=self.ssl_context, association_class=self.association_class)
         except OSError as err:
             message = explain_bind_error(err, self.port)
             self.bus.publish(ReceiverStateChanged(listening=False, port=self.port, error=message))
             raise ReceiverStartError(message) from None
         self._server = server
-        server.service_actions = _also_calling(  # type: ignore[method-assign,union-attr]
-            self.heartbeat, server.service_actions)  # type: ignore[union-attr]
+        server.service_actions = _also_calling(self.heartbeat, server.service_actions)  # type: ignore[method-assign]
         if self.allowed_hosts:
             allowed_addresses = resolve_hosts(self.allowed_hosts)
             # socketserver's hook: False closes the connection at once
-            server.verify_request = (  # type: ignore[method-assign,union-attr]
-                lambda _request, client_address: self._host_allowed(client_address[0], allowed_addresses))
+            server.verify_request = (  # type: ignore[method-assign,assignment]
+                lambda request, client_address: self._host_allowed(client_address[0], allowed_addresses))
         self._ae = ae
         log.info("receiver listening on port %d as %s%s", self.port, self.ae_title,
                  " (DICOM over TLS)" if self.ssl_context else "")
@@ -163,7 +180,10 @@ class Receiver:
         """The AE as it listens (also read by ``bridge.conformance`` for the conformance statement)."""
         ae = AE(ae_title=self.ae_title)
         ae.maximum_pdu_size = MAX_PDU_BYTES
-        ae.maximum_associations = 32
+        # pynetdicom counts every connected socket (even one that never asks for an association)
+        # against maximum_associations; the bridge's own limit (reactor.AssociationLimit, from
+        # receive.max_associations) counts associations only, so pynetdicom's is set out of the way.
+        ae.maximum_associations = 100_000
         ae.network_timeout = 60
         ae.dimse_timeout = 60
         ae.acse_timeout = 30
@@ -204,22 +224,46 @@ class Receiver:
     def _handshake_failed(self, address: str, explanation: str) -> None:
         self._refuse(f"tls:{address}:{explanation}", f"connection from {address} refused: {explanation}")
 
+    @property
+    def association_class(self) -> type[EventDrivenAssociation]:
+        return FastStoreAssociation if self.fast_path else EventDrivenAssociation
+
+    def _bytes_streaming(self, assoc: object, study_uid: str | None) -> None:
+        """The reactor saw bytes arrive (at most every 0.2 s; with the in-flight image's Study UID
+        once it could be peeked from the first fragment): the studies it feeds stay open."""
+        self.aggregator.association_active(id(assoc), study_uid)
+
+    def _connection_ended(self, assoc: object) -> None:
+        """The reactor's connection is gone (also rejected or bare ones: the aggregator ignores those)."""
+        self.aggregator.association_ended(id(assoc))
+
     def _association_rejected(self, event: evt.Event) -> None:
         requestor = event.assoc.requestor
         calling, address = requestor.ae_title, requestor.address
         called = getattr(requestor.primitive, "called_ae_title", "?")
-        self._refuse(f"aet:{calling}:{called}:{address}",
-                     f"association from {calling} at {address} (called {called}) rejected: the calling AE title "
-                     f"is not in receive.allowed_calling_ae_titles, or the called AE title is not {self.ae_title}")
+        reason = self._rejection_reason(event.assoc)
+        self._refuse(f"rejected:{calling}:{called}:{address}:{reason}",
+                     f"association from {calling} at {address} (called {called}) rejected: {reason}")
+
+    def _rejection_reason(self, assoc: object) -> str:
+        """Why pynetdicom or the bridge rejected an association, naming only settings in force."""
+        detail = getattr(assoc, "rejection_detail", None)
+        if detail:
+            return str(detail)
+        answer = getattr(getattr(assoc, "acceptor", None), "primitive", None)
+        source, diagnostic = getattr(answer, "result_source", None), getattr(answer, "diagnostic", None)
+        if (source, diagnostic) == (0x01, 0x03):
+            return "the calling AE title is not in receive.allowed_calling_ae_titles"
+        if (source, diagnostic) == (0x01, 0x07):
+            return f"the called AE title is not {self.ae_title} (receive.check_called_ae_title is on)"
+        if (source, diagnostic) == (0x03, 0x02):
+            return "too many associations at once"
+        return f"rejection source {source}, reason {diagnostic}"
 
     def _association_ended(self, event: evt.Event) -> None:
         with self._active_lock:
             self._active = max(0, self._active - 1)
             self._active_lock.notify_all()
-
-    def _bytes_arrived(self, event: evt.Event) -> None:
-        """Bytes came on an association: the studies it feeds stay open (called very often)."""
-        self.aggregator.association_active(id(event.assoc))
 
     def _association_gone(self, event: evt.Event) -> None:
         """Released, aborted or connection closed: forget the association, drop its partial image."""
@@ -239,8 +283,12 @@ class Receiver:
             self._refuse("disk", f"free space on {self.layout.root} is below {min_free_mb} MB; "
                          f"images are refused (0xA700) so the PACS keeps and retries them", needs_attention=True)
             return STATUS_OUT_OF_RESOURCES
+        walked = getattr(event.request, "_bridge_incomplete", _NOT_WALKED)  # the fast path's verdict
         try:
-            check_file(received)
+            if walked is _NOT_WALKED:
+                check_file(received)  # pynetdicom's path: walk the file now
+            elif isinstance(walked, BaseException):
+                raise walked
             identity = read_identity(received)
         except IncompleteDataset as err:
             return self._keep_refused(received, command_sop_uid, calling,

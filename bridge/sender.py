@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydicom.filereader import read_file_meta_info
-from pynetdicom import AE, _config
+from pynetdicom import _config
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from .net import NAGLE_OFF
+from .reactor import BridgeAE as AE  # associations with the event-driven reactors (bridge/reactor.py)
 from .tls import probe_connection
 
 log = logging.getLogger(__name__)

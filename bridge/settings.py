@@ -209,6 +209,13 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "Only these IP addresses or host names may connect (empty: any).", _list_of(_host)),
     SettingSpec("receive", "check_called_ae_title", False,
                 "Reject associations whose called AE title is not receive.ae_title.", _boolean),
+    SettingSpec("receive", "max_associations", 16,
+                "Associations (senders) received at once; more are rejected as busy and retried by the PACS "
+                "(1-1000). Bare connections that send no association request are closed after 5 s.",
+                _int_in(1, 1000)),
+    SettingSpec("receive", "sync_before_ack", True,
+                "Answer success only once the image is on stable storage (fdatasync); false is faster but a power "
+                "cut right after the answer can lose images the PACS believes delivered.", _boolean),
     SettingSpec("receive", "tls_cert", "",
                 "PEM certificate (chain) for DICOM over TLS on the receive port; empty: plain DICOM.", _pem_file),
     SettingSpec("receive", "tls_key", "",
@@ -288,6 +295,8 @@ class Settings:
     receive_allowed_calling_ae_titles: tuple[str, ...]
     receive_allowed_hosts: tuple[str, ...]
     receive_check_called_ae_title: bool
+    receive_max_associations: int
+    receive_sync_before_ack: bool
     receive_tls_cert: str
     receive_tls_key: str
     receive_tls_ca: str
