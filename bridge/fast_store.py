@@ -96,6 +96,12 @@ PYNETDICOM_DEPENDENCIES = (
 
 
 @dataclass(frozen=True)
+
+def cut_off_notice(calling: str) -> tuple[str, str]:
+    """(throttle key, log-book text) for an image whose association ended before it was whole."""
+    return (f"partial:{calling}", f"the association from {calling} ended in the middle of an image; its partial "
+            f"file was deleted (it was never acknowledged: the sender keeps it)")
+
 class FastStoreOptions:
     """The receiver's choices for the fast path."""
 
@@ -347,11 +353,14 @@ class FastStoreDUL(EventDrivenDUL):
             self._cut_off()
 
     def _cut_off(self) -> None:
+        """The connection ended in the middle of an image: delete its partial file and say so once."""
         if self._in_flight is not None:
             LOGGER.info("C-STORE of %s cut off; partial file deleted", self._in_flight.request.AffectedSOPInstanceUID)
             self._in_flight.discard()
             self._in_flight = None
             self.study_in_flight = None
+            if self.guards is not None:  # the same row as pynetdicom's path gives (receiver._association_gone)
+                self.guards.report(*cut_off_notice(self.assoc.requestor.ae_title))
 
     # -- the hook in EventDrivenDUL._read_pdu_data -----------------------------------------------
     def _read_pdu_body(self, pdu_type: int, pdu_length: int, header: bytes | bytearray) -> bool:

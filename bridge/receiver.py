@@ -34,7 +34,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from .aggregator import Aggregator, safe_key
 from .dataset_check import DatasetWalker, IncompleteDataset, check_file
 from .events import EventBus, InstanceStored, ReceiverStateChanged
-from .fast_store import FastStoreAssociation, FastStoreOptions
+from .fast_store import FastStoreAssociation, FastStoreOptions, cut_off_notice
 from .instance import MissingStudyUid, read_identity
 from .layout import StorageLayout, free_megabytes
 from .logbook import FAILED, RECEIVE, WARNING, LogBook, LogEntry
@@ -270,9 +270,7 @@ class Receiver:
         self.aggregator.association_ended(id(event.assoc))
         partial = _discard_partial(event.assoc)
         if partial is not None:
-            calling = event.assoc.requestor.ae_title
-            self._refuse(f"partial:{calling}", f"the association from {calling} ended in the middle of an image; "
-                         f"its partial file was deleted (it was never acknowledged: the sender keeps it)")
+            self._refuse(*cut_off_notice(event.assoc.requestor.ae_title))
 
     def _handle_store(self, event: evt.Event) -> int:
         received = Path(event.dataset_path)
