@@ -95,13 +95,13 @@ PYNETDICOM_DEPENDENCIES = (
 )
 
 
-@dataclass(frozen=True)
-
 def cut_off_notice(calling: str) -> tuple[str, str]:
     """(throttle key, log-book text) for an image whose association ended before it was whole."""
     return (f"partial:{calling}", f"the association from {calling} ended in the middle of an image; its partial "
             f"file was deleted (it was never acknowledged: the sender keeps it)")
 
+
+@dataclass(frozen=True)
 class FastStoreOptions:
     """The receiver's choices for the fast path."""
 
