@@ -28,6 +28,7 @@ from tui.pending_screen import PendingScreen
 from tui.unsaved_prompt import UnsavedPrompt
 
 from .conftest import free_port, write_config
+from .misbehaving_pacs import MisbehavingPacs
 from .pacs import Orthanc
 from .peers import run_storescu
 from .studies import make_study
@@ -144,8 +145,10 @@ def failed_zip_in_outbox(tmp_path: Path, storage: Path) -> tuple[Path, list]:
 
 
 async def test_send_again_sends_a_failed_zip_to_orthanc(tmp_path):
-    config = make_config(tmp_path, send__enabled=True, send__host="127.0.0.1", send__port=free_port(),
-                         send__retries=0, send__retry_delay_seconds=1)
+    # A PACS that refuses every image fails the ZIP for good (an unreachable one would be waited out)
+    refusing = MisbehavingPacs(lambda uid, n: 0xC000)
+    config = make_config(tmp_path, send__enabled=True, send__host="127.0.0.1", send__port=refusing.port,
+                         send__ae_title_receiver=refusing.aet, send__retries=0, send__retry_delay_seconds=1)
     session = open_session(load_settings(config), config, bind_address="127.0.0.1")
     orthanc = Orthanc(tmp_path / "orthanc")
     try:
@@ -172,6 +175,7 @@ async def test_send_again_sends_a_failed_zip_to_orthanc(tmp_path):
         assert sent <= set(orthanc.sop_uids())
     finally:
         orthanc.stop()
+        refusing.stop()
         session.close()
 
 
