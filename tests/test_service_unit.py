@@ -30,7 +30,7 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _unit(path: Path) -> configparser.SectionProxy:
-    unit = configparser.ConfigParser(interpolation=None, strict=True)
+    unit = configparser.ConfigParser(interpolation=None, strict=False)  # systemd allows repeated keys
     unit.read(path)
     return unit["Service"]
 

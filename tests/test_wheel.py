@@ -183,7 +183,7 @@ def test_the_installed_ui_shows_the_log_book_at_80x24_and_ctrl_q_exits_0(install
     pane = TmuxPane(tmp_path, shlex.join(["cd", str(installed.outside)]) + " && "
                     + shlex.join([str(installed.command), "--config", str(config)]))
     try:
-        shown = pane.wait_for_text("Log Book", "Patient Name", f"listening on port {port}")
+        shown = pane.wait_for_text("Log Book", "Patient / what happened", f"listening on port {port}")
         assert "DicomBridge" in shown
         pane.keys("C-q")
         assert pane.exit_code() == 0
