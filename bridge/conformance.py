@@ -18,7 +18,7 @@ from typing import Any, cast
 from pydicom.uid import UID
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config
 
-from . import __version__, receiver, sender
+from . import __version__, reactor, receiver, sender
 from .layout import StorageLayout
 from .settings import SETTINGS, settings_from_mapping
 from .settings_doc import _default_text
@@ -87,8 +87,12 @@ def scp_transfer_syntaxes() -> str:
 def association_policy() -> str:
     ae = listening_ae()
     return _rows(("", "as SCP (receiver)", "as SCU (sender, echo)"), [
-        ("Maximum PDU size received", f"{ae.maximum_pdu_size} bytes", "0 (no limit) proposed"),
-        ("Simultaneous associations", f"{ae.maximum_associations}",
+        ("Maximum PDU size received", f"{ae.maximum_pdu_size} bytes (a longer PDU is aborted; an association "
+         f"request over {reactor.MAX_ASSOCIATE_RQ_BYTES} bytes closes the connection)", "0 (no limit) proposed"),
+        ("Simultaneous associations",
+         f"receive.max_associations (default {settings_from_mapping({}).receive_max_associations}); more are "
+         f"rejected as transient (local limit exceeded); a connection without an association request is "
+         f"closed after {reactor.REQUEST_DEADLINE_SECONDS:.0f} s",
          (f"send.parallel_associations per ZIP (default {settings_from_mapping({}).send_parallel_associations}), "
           "one ZIP at a time")),
         ("ARTIM / ACSE timeout", f"{ae.acse_timeout} s", f"{sender.NETWORK_TIMEOUT_SECONDS} s"),
