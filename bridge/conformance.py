@@ -87,8 +87,9 @@ def scp_transfer_syntaxes() -> str:
 def association_policy() -> str:
     ae = listening_ae()
     return _rows(("", "as SCP (receiver)", "as SCU (sender, echo)"), [
-        ("Maximum PDU size received", f"{ae.maximum_pdu_size} bytes (a longer PDU is aborted; an association "
-         f"request over {reactor.MAX_ASSOCIATE_RQ_BYTES} bytes closes the connection)", "0 (no limit) proposed"),
+        ("Maximum PDU size received", f"{ae.maximum_pdu_size} bytes", "0 (no limit) proposed"),
+        ("Longer PDUs", f"A-ABORT; an association request over {reactor.MAX_ASSOCIATE_RQ_BYTES} bytes closes the "
+         "connection before it is read", "not sent"),
         ("Simultaneous associations",
          f"receive.max_associations (default {settings_from_mapping({}).receive_max_associations}); more are "
          f"rejected as transient (local limit exceeded); a connection without an association request is "
