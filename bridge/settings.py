@@ -244,7 +244,7 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 _int_in(1, 8)),
     SettingSpec("send", "storage_commitment", False,
                 "Ask the PACS to commit the stored images (Storage Commitment) and delete a ZIP only when it "
-                "confirms; its reports come to the receiver (see the README).", _boolean),
+                "confirms (its report comes to the receiver, or on the same association).", _boolean),
     SettingSpec("send", "commit_timeout_minutes", 10,
                 "With send.storage_commitment: no confirmation within this many minutes is handled like an "
                 "outage, the ZIP is sent and committed again later (1-1440).", _int_in(1, 1440)),

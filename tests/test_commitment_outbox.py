@@ -15,6 +15,7 @@ import bridge.outbox as outbox_module
 from bridge.logbook import FAILED, SEND, SUCCESS, WARNING
 
 from .commitment_pacs import CommitmentPacs
+from .conftest import free_port
 from .pacs import Orthanc, StoreSCP
 from .studies import make_study
 from .test_outage import FakeClock
@@ -160,6 +161,27 @@ def test_with_commitment_off_nothing_is_asked(bridge_settings, make_bridge, tmp_
 
 
 def test_receiving_disabled_says_reports_come_only_on_the_same_association(bridge_settings, make_bridge):
-    bridge = make_bridge(replace(sending_settings(bridge_settings, 104, "PACS"), send_storage_commitment=True))
+    bridge = make_bridge(replace(sending_settings(bridge_settings, free_port(), "PACS"), send_storage_commitment=True))
     details = [r.detail for r in bridge.engine.logbook.newest()]
     assert any("storage_commitment is on but receiving is disabled" in d for d in details)
+
+
+def test_a_restart_while_waiting_sends_the_zip_again_and_asks_again(bridge_settings, make_bridge, tmp_path):
+    from .test_send import SendingBridge
+
+    files = make_study(tmp_path / "study", count=2).files
+    pacs = CommitmentPacs(bridge_settings.receive_port, lambda asked, instances: None if asked == 1 else {})
+    settings = committing_settings(bridge_settings, pacs.port, pacs.aet)
+    try:
+        first = SendingBridge(settings)
+        first.drop(zip_of(files), "restart.zip")
+        pacs.wait_asked(1)
+        first.stop()  # while it waits for the report: the stop ends the wait
+        assert first.engine.outbox is not None and not first.engine.outbox.alive
+        assert [p.name for p in first.layout.outbox_work.glob("*/*.zip")] == ["restart.zip"]
+        second = make_bridge(settings)
+        (done,) = second.wait_done()
+    finally:
+        pacs.stop()
+    assert (done.zip_name, done.status) == ("restart.zip", SUCCESS)
+    assert len(pacs.asked) == 2 and all(pacs.stored[uid] == 2 for uid in uids(files))
