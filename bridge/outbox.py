@@ -400,9 +400,11 @@ class Outbox:
         if outage is None:
             return
         minutes = (self.clock() - outage.since) / 60
-        answers = "PACS answers again" if outage.what == PACS_UNREACHABLE else "PACS confirmed storage commitment"
+        unreachable = outage.what == PACS_UNREACHABLE
+        answers = "PACS answers again" if unreachable else "PACS answers the storage commitment request again"
+        state = "unreachable" if unreachable else WAITING_FOR_COMMITMENT
         self.logbook.add(LogEntry(action=SEND, status=SUCCESS,
-                                  detail=f"{answers} after {minutes:.0f} min (unreachable since "
+                                  detail=f"{answers} after {minutes:.0f} min ({state} since "
                                          f"{clock_time(outage.since)[:5]}); sending the {self._waiting_count()} "
                                          f"waiting ZIPs"))
 
@@ -541,9 +543,9 @@ class Outbox:
                 f"the PACS accepted the storage commitment request for {len(stored)} images but sent no report "
                 f"{where} within {settings.commit_timeout_minutes:g} minutes (send.commit_timeout_minutes); does "
                 f"the PACS know our AE title {settings.target.calling_ae} with this host and the receive port?")
-        failed = dict(result.failed)
-        failed.update({uid: "not mentioned in the PACS's commitment report"
-                       for uid in result.missing({m.sop_instance for m in stored})})
+        requested = {m.sop_instance for m in stored}
+        failed = {uid: why for uid, why in result.failed.items() if uid in requested}  # never what we did not ask
+        failed.update({uid: "not mentioned in the PACS's commitment report" for uid in result.missing(requested)})
         return failed
 
     def _wait_for_report(self, transaction: str, asked: float, timeout_seconds: float) -> CommitmentResult | None:

@@ -3,7 +3,7 @@
 It stores every image (C-STORE success, counted per SOP instance), answers N-ACTION with
 success, and then, as ``policy`` decides per request, reports on a new association to the
 bridge's receiver (as Orthanc does): ``policy(asked_count, instance_uids)`` returns None for
-"never report", or the failed instances with their Failure Reason.
+"never report", or the failed instances with their Failure Reason (-1: left out of the report).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class CommitmentPacs:
         report.ReferencedSOPSequence = [_reference(cls, uid) for cls, uid in instances if uid not in failures]
         if failures:
             report.FailedSOPSequence = [_reference(cls, uid, failures[uid]) for cls, uid in instances
-                                        if uid in failures]
+                                        if failures.get(uid, -1) >= 0]
         ae = AE(ae_title=self.aet)
         ae.add_requested_context(StorageCommitmentPushModel)
         assoc = ae.associate("127.0.0.1", self.report_port, ae_title="ANY",

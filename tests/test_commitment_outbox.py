@@ -88,7 +88,7 @@ def test_a_pacs_that_never_reports_keeps_the_zip_then_it_is_sent_and_committed_a
     assert done.status == SUCCESS
     assert len(pacs.asked) == 2 and all(pacs.stored[uid] == 2 for uid in uids(files))
     details = [r.detail for r in send_rows(bridge)]
-    assert any(d.startswith("PACS confirmed storage commitment after") for d in details)
+    assert any(d.startswith("PACS answers the storage commitment request again after") for d in details)
     assert "2 images stored in the PACS and committed by the PACS" in details
     assert list(bridge.layout.outbox_work.iterdir()) == []
 
@@ -133,6 +133,20 @@ def test_instances_the_pacs_did_not_commit_are_sent_again_then_the_zip_fails_nam
     reason = (bridge.layout.outbox_failed / "lossy.zip.reason.txt").read_text()
     assert "did not commit 1 of 3 stored images" in reason
     assert f"series/0001.dcm ({lost}): 0x0112 no such object instance" in reason
+
+
+def test_an_instance_left_out_of_the_report_is_sent_and_asked_again(bridge_settings, make_bridge, tmp_path):
+    files = make_study(tmp_path / "study", count=2).files
+    forgotten = uids(files)[0]
+    pacs = CommitmentPacs(bridge_settings.receive_port,
+                          lambda asked, instances: {forgotten: -1} if asked == 1 else {})
+    try:
+        bridge = make_bridge(committing_settings(bridge_settings, pacs.port, pacs.aet))
+        bridge.drop(zip_of(files), "partial.zip")
+        (done,) = bridge.wait_done()
+    finally:
+        pacs.stop()
+    assert done.status == SUCCESS and pacs.asked[1] == [forgotten] and pacs.stored[forgotten] == 2
 
 
 def test_a_pacs_without_storage_commitment_fails_the_zip_with_the_reason(bridge_settings, make_bridge, tmp_path):
