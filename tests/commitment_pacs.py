@@ -26,7 +26,8 @@ ReportPolicy = Callable[[int, list[str]], "dict[str, int] | None"]
 class CommitmentPacs:
     aet = "COMMITPACS"
 
-    def __init__(self, report_port: int, policy: ReportPolicy) -> None:
+    def __init__(self, report_port: int | None, policy: ReportPolicy) -> None:
+        """``report_port`` None: report on the N-ACTION's own association instead of a new one."""
         self.port = free_port()
         self.report_port = report_port
         self.policy = policy
@@ -55,17 +56,23 @@ class CommitmentPacs:
             failures = self.policy(len(self.asked), [uid for _, uid in instances])
             self.changed.notify_all()
         if failures is not None:  # after the N-ACTION answer, on an association of its own
-            threading.Thread(target=self._report, args=(str(request.TransactionUID), instances, failures),
-                             daemon=True).start()
+            threading.Thread(target=self._report, args=(str(request.TransactionUID), instances, failures,
+                                                        event.assoc), daemon=True).start()
         return 0x0000, None
 
-    def _report(self, transaction: str, instances: list[tuple[str, str]], failures: dict[str, int]) -> None:
+    def _report(self, transaction: str, instances: list[tuple[str, str]], failures: dict[str, int],
+                asking) -> None:  # noqa: ANN001 - the N-ACTION's pynetdicom Association
         report = Dataset()
         report.TransactionUID = transaction
         report.ReferencedSOPSequence = [_reference(cls, uid) for cls, uid in instances if uid not in failures]
         if failures:
             report.FailedSOPSequence = [_reference(cls, uid, failures[uid]) for cls, uid in instances
                                         if failures.get(uid, -1) >= 0]
+        event_type = EVENT_SOME_FAILED if failures else EVENT_ALL_COMMITTED
+        if self.report_port is None:
+            asking.send_n_event_report(report, event_type, StorageCommitmentPushModel, WELL_KNOWN_INSTANCE)
+            self._reported(failures)
+            return
         ae = AE(ae_title=self.aet)
         ae.add_requested_context(StorageCommitmentPushModel)
         assoc = ae.associate("127.0.0.1", self.report_port, ae_title="ANY",
@@ -73,10 +80,12 @@ class CommitmentPacs:
         if not assoc.is_established:
             return
         try:
-            assoc.send_n_event_report(report, EVENT_SOME_FAILED if failures else EVENT_ALL_COMMITTED,
-                                      StorageCommitmentPushModel, WELL_KNOWN_INSTANCE)
+            assoc.send_n_event_report(report, event_type, StorageCommitmentPushModel, WELL_KNOWN_INSTANCE)
         finally:
             assoc.release()
+        self._reported(failures)
+
+    def _reported(self, failures: dict[str, int]) -> None:
         with self.changed:
             self.reported.append(failures)
             self.changed.notify_all()

@@ -174,6 +174,19 @@ def test_with_commitment_off_nothing_is_asked(bridge_settings, make_bridge, tmp_
     assert "2 images stored in the PACS" in [r.detail for r in send_rows(bridge)]
 
 
+def test_with_receiving_disabled_a_report_on_the_same_association_commits(bridge_settings, make_bridge, tmp_path):
+    pacs = CommitmentPacs(None, lambda asked, instances: {})
+    try:
+        bridge = make_bridge(replace(sending_settings(bridge_settings, pacs.port, pacs.aet),
+                                     send_storage_commitment=True))
+        bridge.drop(zip_of(make_study(tmp_path / "study", count=2).files), "same.zip")
+        (done,) = bridge.wait_done()
+    finally:
+        pacs.stop()
+    assert done.status == SUCCESS and len(pacs.reported) == 1 and bridge.engine.receiver is None
+    assert "2 images stored in the PACS and committed by the PACS" in [r.detail for r in send_rows(bridge)]
+
+
 def test_receiving_disabled_says_reports_come_only_on_the_same_association(bridge_settings, make_bridge):
     bridge = make_bridge(replace(sending_settings(bridge_settings, free_port(), "PACS"), send_storage_commitment=True))
     details = [r.detail for r in bridge.engine.logbook.newest()]
