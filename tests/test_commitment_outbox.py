@@ -212,3 +212,13 @@ def test_a_restart_while_waiting_sends_the_zip_again_and_asks_again(bridge_setti
         pacs.stop()
     assert (done.zip_name, done.status) == ("restart.zip", SUCCESS)
     assert len(pacs.asked) == 2 and all(pacs.stored[uid] == 2 for uid in uids(files))
+
+
+def test_the_receiver_taking_reports_still_stores_on_the_fast_path(running_bridge, tmp_path):
+    from bridge.fast_store import FastStoreDUL
+
+    from .peers import run_storescu
+
+    before = FastStoreDUL.handled
+    run_storescu(running_bridge.port, [str(f) for f in make_study(tmp_path / "study", count=2).files])
+    assert FastStoreDUL.handled - before == 2  # EVT_N_EVENT_REPORT is bound, and did not switch it off
