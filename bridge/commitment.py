@@ -44,7 +44,15 @@ FAILURE_REASONS = {
 
 
 class CommitmentError(RuntimeError):
-    """The commitment request could not be made (no association, refused N-ACTION)."""
+    """The commitment request could not be made (no association, refused N-ACTION).
+
+    ``transient``: the PACS could not be reached (worth another try later), as opposed to a PACS
+    that does not support storage commitment or refuses the request.
+    """
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 @dataclass(frozen=True)
@@ -138,7 +146,7 @@ def action_information(transaction_uid: str, instances: list[tuple[str, str]]) -
 
 
 def request_commitment(target: PacsTarget, instances: list[tuple[str, str]], ledger: CommitmentLedger,
-                       report_wait_seconds: float = 5.0) -> str:
+                       report_wait_seconds: float = 5.0, stop: threading.Event | None = None) -> str:
     """Ask the PACS to commit ``instances``; returns the transaction UID to wait for in ``ledger``.
 
     The association stays open ``report_wait_seconds`` after the N-ACTION answer, for a PACS that
@@ -153,18 +161,19 @@ def request_commitment(target: PacsTarget, instances: list[tuple[str, str]], led
                          evt_handlers=[NAGLE_OFF, (evt.EVT_N_EVENT_REPORT, ledger.handle_event_report)])
     if not assoc.is_established:
         ledger.close(transaction_uid)
+        if assoc.rejected_contexts:  # the association was accepted, the Push Model was not
+            raise CommitmentError("the PACS does not support storage commitment (it refused the Push Model "
+                                  "presentation context)")
         _failure, why = describe_failed_association(assoc, target)
-        raise CommitmentError(f"cannot ask for storage commitment: {why}")
+        raise CommitmentError(f"cannot ask for storage commitment: {why}", transient=True)
     try:
-        if not assoc.accepted_contexts:
-            raise CommitmentError("the PACS does not support storage commitment (Push Model not accepted)")
         status, _reply = assoc.send_n_action(action_information(transaction_uid, instances), ACTION_REQUEST_COMMIT,
                                              StorageCommitmentPushModel, WELL_KNOWN_INSTANCE)
         code = int(status.get("Status", -1)) if status else -1
         if code != STATUS_SUCCESS:
             raise CommitmentError("the PACS refused the storage commitment request "
                                   + (f"(status 0x{code:04X})" if code >= 0 else "(no answer)"))
-        ledger.wait(transaction_uid, report_wait_seconds)  # a report on this association, if the PACS sends one
+        ledger.wait(transaction_uid, report_wait_seconds, stop)  # a report on this association, if the PACS sends one
     except CommitmentError:
         ledger.close(transaction_uid)
         raise

@@ -18,7 +18,7 @@ from typing import Any, cast
 from pydicom.uid import UID
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config
 
-from . import __version__, reactor, receiver, sender
+from . import __version__, commitment, reactor, receiver, sender
 from .layout import StorageLayout
 from .settings import SETTINGS, settings_from_mapping
 from .settings_doc import _default_text
@@ -62,9 +62,17 @@ def implementation() -> str:
     ])
 
 
+def _listening_role(cx: Any) -> str:
+    """SCP, unless the context accepts role selection (the peer as SCP, e.g. sending N-EVENT-REPORT)."""
+    if cx.scp_role and cx.scu_role:
+        return "SCU: takes N-EVENT-REPORT from a peer that proposes the SCP role (role selection accepted)"
+    return "SCP"
+
+
 def scp_sop_classes() -> str:
     ae = listening_ae()
-    rows = [(UID(str(cx.abstract_syntax)).name, f"`{cx.abstract_syntax}`", "SCP") for cx in ae.supported_contexts]
+    rows = [(UID(str(cx.abstract_syntax)).name, f"`{cx.abstract_syntax}`", _listening_role(cx))
+            for cx in ae.supported_contexts]
     if _config.UNRESTRICTED_STORAGE_SERVICE:
         rows += [(UID(str(cx.abstract_syntax)).name, f"`{cx.abstract_syntax}`", "SCP")
                  for cx in AllStoragePresentationContexts]
@@ -74,9 +82,10 @@ def scp_sop_classes() -> str:
 
 def scp_transfer_syntaxes() -> str:
     ae = listening_ae()
-    verification = [(UID(ts).name, f"`{ts}`") for cx in ae.supported_contexts for ts in cx.transfer_syntax]
     storage = [(UID(ts).name, f"`{ts}`") for ts in ALL_TRANSFER_SYNTAXES]
-    text = "Verification:\n\n" + _rows(("transfer syntax", "UID"), verification)
+    text = "\n\n".join(f"{UID(str(cx.abstract_syntax)).name}:\n\n"
+                       + _rows(("transfer syntax", "UID"), [(UID(ts).name, f"`{ts}`") for ts in cx.transfer_syntax])
+                       for cx in ae.supported_contexts)
     if _config.UNRESTRICTED_STORAGE_SERVICE:
         text += ("\n\nStorage: the first transfer syntax the sender proposes for each presentation context is "
                  "accepted, whichever it is; the data set is stored exactly as received, never converted. "
@@ -122,6 +131,30 @@ def sender_statuses() -> str:
     return _rows(("status from the PACS", "counted as"), rows)
 
 
+def sender_commitment() -> str:
+    """Storage Commitment Push Model as SCU: what is asked, how reports are taken, failure reasons."""
+    defaults = settings_from_mapping({})
+    text = _rows(("", "value"), [
+        ("SOP class", f"{UID(commitment.StorageCommitmentPushModel).name} `{commitment.StorageCommitmentPushModel}`"),
+        ("Used when", f"send.storage_commitment is true (default {str(defaults.send_storage_commitment).lower()}), "
+                      "after every image of a ZIP is stored (warning statuses count as stored)"),
+        ("N-ACTION", f"Action Type ID {commitment.ACTION_REQUEST_COMMIT} on the well-known instance "
+                     f"`{commitment.WELL_KNOWN_INSTANCE}`, one transaction per ZIP listing its stored instances"),
+        ("N-EVENT-REPORT", f"Event Type ID {commitment.EVENT_ALL_COMMITTED} (all committed) or "
+                           f"{commitment.EVENT_SOME_FAILED} (some failed); taken on the N-ACTION's association and, "
+                           "while receiving is enabled, on an association the PACS opens to the receiver AE; "
+                           f"answered 0x{commitment.STATUS_SUCCESS:04X}"),
+        ("No report", f"within send.commit_timeout_minutes (default {defaults.send_commit_timeout_minutes}): the ZIP "
+                      "is kept and handled like an outage: sent and committed again later, up to "
+                      "send.give_up_after_hours"),
+        ("Instances reported failed", "sent once more and committed again; still failing: the ZIP goes to "
+                                      "Outbox_Failed naming each instance and its Failure Reason"),
+    ])
+    reasons = _rows(("Failure Reason", "shown as"), [(f"0x{code:04X}", meaning)
+                                                      for code, meaning in commitment.FAILURE_REASONS.items()])
+    return f"{text}\n\n{reasons}"
+
+
 def tls_profile() -> str:
     context = client_context(True, "", "", "")
     assert context is not None
@@ -140,7 +173,8 @@ def settings_table() -> str:
 BLOCKS: dict[str, Callable[[], str]] = {
     "implementation": implementation, "scp-sop-classes": scp_sop_classes,
     "scp-transfer-syntaxes": scp_transfer_syntaxes, "association-policy": association_policy,
-    "statuses": statuses, "sender-statuses": sender_statuses, "tls": tls_profile, "settings": settings_table,
+    "statuses": statuses, "sender-statuses": sender_statuses, "sender-commitment": sender_commitment,
+    "tls": tls_profile, "settings": settings_table,
 }
 
 

@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 from .aggregator import Aggregator
+from .commitment import CommitmentLedger
 from .events import BridgeStatus, EventBus
 from .janitor import Janitor
 from .layout import StorageLayout
@@ -65,6 +66,7 @@ class Engine:
         self.receiver: Receiver | None = None
         self.receiver_error = ""
         self.outbox: Outbox | None = None
+        self.commitment = CommitmentLedger()  # the outbox waits here; the receiver hands in the PACS's reports
         self._bind_address = bind_address
         self.zip_worker = ZipWorker(self.layout, self.aggregator, self.zipper, self.logbook, self.bus, self.stopping,
                                     heartbeat=lambda: self.liveness.tick("zipper"),
@@ -93,6 +95,10 @@ class Engine:
             for warning in certificate_warnings({"receive.tls_cert": self.settings.receive_tls_cert,
                                                  "send.tls_cert": self.settings.send_tls_cert}):
                 self.logbook.add(LogEntry(action=SERVICE, status=WARNING, needs_attention=True, detail=warning))
+            if self.settings.send_storage_commitment and not self.settings.receive_enabled:
+                self.logbook.add(LogEntry(action=SERVICE, status=WARNING, detail=(
+                    "send.storage_commitment is on but receiving is disabled: the PACS can confirm only on the "
+                    "association the bridge asks on, not on one of its own (most PACS use their own)")))
             for warning in unknown_keys(self.settings.source):
                 self.logbook.add(LogEntry(action=SERVICE, status=WARNING, detail=warning))
             StatusFileWriter(self.layout, self.status, self.stopping).start()
@@ -106,7 +112,7 @@ class Engine:
                 layout=self.layout, aggregator=self.aggregator, logbook=self.logbook, bus=self.bus,
                 settings=lambda: self.settings, bind_address=self._bind_address,
                 ssl_context=receive_tls_context(self.settings),  # files may have changed since the settings' check
-                heartbeat=lambda: self.liveness.tick("receiver"),
+                heartbeat=lambda: self.liveness.tick("receiver"), commitment=self.commitment,
             )
             receiver.start()
         except (ReceiverStartError, TlsSetupError) as err:
@@ -120,7 +126,7 @@ class Engine:
     def _start_outbox(self) -> None:
         if self.settings.send_enabled and self.settings.send_host and self.outbox is None:
             self.outbox = Outbox(self.layout, self.logbook, self.bus, lambda: send_options(self.settings),
-                                 self.stopping, thread_factory=self.supervisor.thread)
+                                 self.stopping, thread_factory=self.supervisor.thread, commitment=self.commitment)
             self.outbox.start()
 
     def apply_settings(self, new: Settings) -> str:

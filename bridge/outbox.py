@@ -14,6 +14,11 @@ claimed (the others wait in Outbox_Auto, in order), a C-ECHO probes every ``PROB
 and sending resumes when it answers. Only ``send.give_up_after_hours`` of waiting fails a ZIP
 for that; ``send.notify_after_minutes`` into an outage one row asks for attention (a mail).
 A full disk while unpacking waits too (``DISK_FULL_RETRY_SECONDS``).
+
+With ``send.storage_commitment`` the ZIP is deleted only when the PACS has also committed every
+image it stored (:mod:`bridge.commitment`); instances it reports failed are sent and asked for
+once more, then the ZIP fails naming them; no report within ``send.commit_timeout_minutes`` is
+an outage of its own kind ("waiting for storage commitment"): sent and asked again later.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .commitment import CommitmentError, CommitmentLedger, CommitmentResult, request_commitment
 from .events import EventBus, OutboxZipDone
 from .header_scan import scan_header
 from .instance import MODALITY, read_study_fields
@@ -44,6 +50,7 @@ from .safe_unzip import ReadyFiles, ZipRejected, ZipUnpacker
 from .sender import (
     FileMeta,
     PacsTarget,
+    PacsUnreachable,
     SendingInterrupted,
     SendReport,
     TransientSendError,
@@ -66,6 +73,14 @@ REASON_SUFFIX = ".reason.txt"
 NAME_MAX_BYTES = 255
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 CLAIM_SEPARATOR = "__"  # claims of earlier versions: .bridge/outbox/<id>__<name>.zip
+COMMIT_POLL_SECONDS = 1.0  # how often a wait for a commitment report looks at the clock and the stop
+REPORT_ON_SAME_ASSOCIATION_SECONDS = 5.0  # the N-ACTION's association stays open this long for a report
+PACS_UNREACHABLE = "PACS unreachable"
+WAITING_FOR_COMMITMENT = "waiting for storage commitment"
+
+
+class CommitmentNotConfirmed(TransientSendError):
+    """No storage commitment report in time: the ZIP waits, is sent and committed again later."""
 
 
 def shown(name: str) -> str:
@@ -140,6 +155,7 @@ class Outage:
     next_try: float
     target: PacsTarget
     notified: bool = False
+    what: str = PACS_UNREACHABLE  # or WAITING_FOR_COMMITMENT
 
 
 class Outbox:
@@ -148,8 +164,10 @@ class Outbox:
     def __init__(self, layout: StorageLayout, logbook: LogBook, bus: EventBus,
                  settings: Callable[[], SendSettings], stop: threading.Event,
                  clock: Callable[[], float] = time.time,
-                 thread_factory: ThreadFactory = plain_thread) -> None:
+                 thread_factory: ThreadFactory = plain_thread,
+                 commitment: CommitmentLedger | None = None) -> None:
         self.layout = layout
+        self.commitment = commitment or CommitmentLedger()  # the engine's, which its receiver feeds
         self.logbook = logbook
         self.bus = bus
         self.settings = settings
@@ -163,6 +181,7 @@ class Outbox:
         self._refused: set[tuple[str, int]] = set()  # non-regular entries already logged (name, inode)
         self._trouble = ""  # the last unexpected error, logged once until a step succeeds
         self._disk_full_logged = False
+        self._committing: tuple[str, float] | None = None  # (ZIP name, since) while a report is awaited
         self._thread = thread_factory("outbox", self._run)
 
     def start(self) -> None:
@@ -178,10 +197,12 @@ class Outbox:
 
     def status_text(self) -> str:
         """"PACS unreachable since 10:02, 3 ZIPs waiting, next try 10:15:30" (empty when all is well)."""
-        outage = self.outage
+        outage, committing = self.outage, self._committing
         if outage is None:
+            if committing is not None:
+                return f"{WAITING_FOR_COMMITMENT} of {shown(committing[0])} since {clock_time(committing[1])[:5]}"
             return ""
-        return (f"PACS unreachable since {clock_time(outage.since)[:5]}, {self._waiting_count()} ZIPs waiting, "
+        return (f"{outage.what} since {clock_time(outage.since)[:5]}, {self._waiting_count()} ZIPs waiting, "
                 f"next try {clock_time(outage.next_try)}")
 
     # -- the loop -------------------------------------------------------------------------------
@@ -348,8 +369,9 @@ class Outbox:
         if waited < settings.give_up_after_hours * 3600 or self.outage is None:
             return False
         outage = self.outage
+        state = "unreachable" if outage.what == PACS_UNREACHABLE else outage.what
         self._fail(head, f"the PACS could not take it for {waited / 3600:.1f} hours (send.give_up_after_hours = "
-                         f"{settings.give_up_after_hours}); unreachable since {clock_time(outage.since)}: "
+                         f"{settings.give_up_after_hours}); {state} since {clock_time(outage.since)}: "
                          f"{outage.reason}", [], 0, {})
         return True
 
@@ -358,17 +380,17 @@ class Outbox:
             return
         outage.notified = True
         self.logbook.add(LogEntry(action=SEND, status=WARNING, needs_attention=True,
-                                  detail=f"PACS still unreachable after {settings.notify_after_minutes} minutes: "
+                                  detail=f"{_still(outage.what)} after {settings.notify_after_minutes} minutes: "
                                          f"{self.status_text()}; {outage.reason}. The ZIPs wait in the outbox "
                                          f"and are sent when it answers (up to {settings.give_up_after_hours} h)"))
 
-    def _outage_began(self, reason: str, settings: SendSettings) -> None:
+    def _outage_began(self, reason: str, settings: SendSettings, what: str = PACS_UNREACHABLE) -> None:
         now = self.clock()
         if self.outage is not None:
-            self.outage.reason, self.outage.next_try = reason, now + PROBE_SECONDS
+            self.outage.reason, self.outage.next_try, self.outage.what = reason, now + PROBE_SECONDS, what
             return
-        self.outage = Outage(since=now, reason=reason, next_try=now + PROBE_SECONDS, target=settings.target)
-        log.warning("PACS unreachable: %s", reason)
+        self.outage = Outage(since=now, reason=reason, next_try=now + PROBE_SECONDS, target=settings.target, what=what)
+        log.warning("%s: %s", what, reason)
         self.logbook.add(LogEntry(action=SEND, status=WARNING,
                                   detail=f"{self.status_text()}: {reason}. The ZIPs stay in the outbox; a C-ECHO "
                                          f"probes every {PROBE_SECONDS:.0f} s"))
@@ -378,8 +400,11 @@ class Outbox:
         if outage is None:
             return
         minutes = (self.clock() - outage.since) / 60
+        unreachable = outage.what == PACS_UNREACHABLE
+        answers = "PACS answers again" if unreachable else "PACS answers the storage commitment request again"
+        state = "unreachable" if unreachable else WAITING_FOR_COMMITMENT
         self.logbook.add(LogEntry(action=SEND, status=SUCCESS,
-                                  detail=f"PACS answers again after {minutes:.0f} min (unreachable since "
+                                  detail=f"{answers} after {minutes:.0f} min ({state} since "
                                          f"{clock_time(outage.since)[:5]}); sending the {self._waiting_count()} "
                                          f"waiting ZIPs"))
 
@@ -420,8 +445,14 @@ class Outbox:
             if report.failed:
                 raise ZipRejected(f"{len(report.failed)} of {len(metas)} images were not stored: "
                                   + images_and_reasons(report.failed, {m.path: m.name for m in metas})[:2000])
+            committed = self._commit(claimed, settings, metas, report) if settings.storage_commitment else ""
         except SendingInterrupted:
             return  # the claimed ZIP stays in .bridge/outbox and is sent after the restart
+        except CommitmentNotConfirmed as err:
+            self._progress.pop(claimed, None)  # sent again from the first image, then asked again
+            self._outage_began(str(err), settings, WAITING_FOR_COMMITMENT)
+            self._gave_up(claimed, settings, self.clock())
+            return
         except TransientSendError as err:
             self._outage_began(str(err), settings)
             self._gave_up(claimed, settings, self.clock())
@@ -452,7 +483,80 @@ class Outbox:
         self._progress.pop(claimed, None)
         _remove_claim(claimed)
         self._log(claimed, WARNING if report.warnings or skipped else SUCCESS, len(metas), columns,
-                  f"{len(report.delivered)} images stored in the PACS" + self._notes(skipped, report))
+                  f"{len(report.delivered)} images stored in the PACS{committed}" + self._notes(skipped, report))
+
+    # -- storage commitment (after every image of the ZIP is stored) ---------------------------
+    def _commit(self, claimed: Path, settings: SendSettings, metas: list[FileMeta], report: SendReport) -> str:
+        """The PACS commits what it stored: " and committed by the PACS", or raises.
+
+        Instances reported failed (or not mentioned) are sent once more and asked for again;
+        still failing -> ZipRejected naming them. No report in time -> CommitmentNotConfirmed.
+        """
+        by_path = {m.path: m for m in metas}
+        stored = [by_path[path] for path in report.delivered if path in by_path]  # warnings count as stored
+        self._committing = (claimed.name, self.clock())
+        try:
+            failed = self._ask_commitment(settings, stored)
+            if failed:
+                again = [m for m in stored if m.sop_instance in failed]
+                log.warning("storage commitment failed for %d images of %s; sending them again", len(again),
+                            shown(claimed.name))
+                resent = send_with_retries(settings.target, again, SendReport(), retries=settings.retries,
+                                           retry_delay_seconds=settings.retry_delay_seconds, pause=self.stop.wait,
+                                           retry_unreachable=False)
+                failed = {m.sop_instance: reason for m in again if (reason := resent.failed.get(m.path))}
+                if not failed:
+                    failed = self._ask_commitment(settings, again)
+            if failed:
+                names = {m.path: f"{m.name} ({m.sop_instance})" for m in stored}
+                why = {m.path: failed[m.sop_instance] for m in stored if m.sop_instance in failed}
+                raise ZipRejected(f"the PACS did not commit {len(why)} of {len(stored)} stored images, even after "
+                                  "sending them again (storage commitment): " + images_and_reasons(why, names)[:2000])
+        finally:
+            self._committing = None
+        return " and committed by the PACS"
+
+    def _ask_commitment(self, settings: SendSettings, stored: list[FileMeta]) -> dict[str, str]:
+        """N-ACTION for ``stored``, then wait for the report: the failed instances (UID -> reason)."""
+        timeout = settings.commit_timeout_minutes * 60
+        same_association = (REPORT_ON_SAME_ASSOCIATION_SECONDS if settings.reports_to_receiver
+                            else min(timeout, settings.target.timeout_seconds))
+        asked = self.clock()  # the time allowed counts from the request
+        try:
+            transaction = request_commitment(settings.target, [(m.sop_class, m.sop_instance) for m in stored],
+                                             self.commitment, same_association, self.stop)
+        except CommitmentError as err:
+            if err.transient:
+                raise PacsUnreachable(str(err)) from None
+            raise ZipRejected(f"{err}; the images are stored in the PACS but not committed (turn "
+                              "send.storage_commitment off for a PACS that cannot commit)") from None
+        try:
+            result = self._wait_for_report(transaction, asked, timeout)
+        finally:
+            self.commitment.close(transaction)
+        if result is None:
+            if self.stop.is_set():
+                raise SendingInterrupted()
+            where = ("on a new association to our receiver or on the same one" if settings.reports_to_receiver
+                     else "on the same association (receiving is disabled, so it cannot report on a new one)")
+            raise CommitmentNotConfirmed(
+                f"the PACS accepted the storage commitment request for {len(stored)} images but sent no report "
+                f"{where} within {settings.commit_timeout_minutes:g} minutes (send.commit_timeout_minutes); does "
+                f"the PACS know our AE title {settings.target.calling_ae} with this host and the receive port?")
+        requested = {m.sop_instance for m in stored}
+        failed = {uid: why for uid, why in result.failed.items() if uid in requested}  # never what we did not ask
+        failed.update({uid: "not mentioned in the PACS's commitment report" for uid in result.missing(requested)})
+        return failed
+
+    def _wait_for_report(self, transaction: str, asked: float, timeout_seconds: float) -> CommitmentResult | None:
+        """The report, or None ``timeout_seconds`` after ``asked`` on the outbox's clock (or when stopping)."""
+        while not self.stop.is_set():
+            result = self.commitment.wait(transaction, COMMIT_POLL_SECONDS, self.stop)
+            if result is not None:
+                return result
+            if self.clock() - asked >= timeout_seconds:
+                return None
+        return None
 
     def _fail_with_columns(self, claimed: Path, reason: str, skipped: list[str], metas: list[FileMeta],
                            ready: ReadyFiles | None) -> None:
@@ -529,6 +633,10 @@ class Outbox:
         self.logbook.add(LogEntry(action=SEND, status=status, detail=shown(detail), image_count=image_count,
                                   target=where, **columns))
         self.bus.publish(OutboxZipDone(zip_name=name, target=where, status=status))
+
+
+def _still(what: str) -> str:
+    return "PACS still unreachable" if what == PACS_UNREACHABLE else f"still {what}"
 
 
 def _fitting_name(name: str) -> str:

@@ -22,6 +22,9 @@ class SendSettings:
     parallel_associations: int = 1
     give_up_after_hours: float = 24
     notify_after_minutes: float = 15
+    storage_commitment: bool = False
+    commit_timeout_minutes: float = 10
+    reports_to_receiver: bool = True  # the receiver takes N-EVENT-REPORTs on the PACS's own association
 
 
 def pacs_target(settings: Settings, timeout_seconds: float = NETWORK_TIMEOUT_SECONDS) -> PacsTarget:
@@ -37,4 +40,7 @@ def send_options(settings: Settings) -> SendSettings:
                         retry_delay_seconds=settings.send_retry_delay_seconds,
                         parallel_associations=settings.send_parallel_associations,
                         give_up_after_hours=settings.send_give_up_after_hours,
-                        notify_after_minutes=settings.send_notify_after_minutes)
+                        notify_after_minutes=settings.send_notify_after_minutes,
+                        storage_commitment=settings.send_storage_commitment,
+                        commit_timeout_minutes=settings.send_commit_timeout_minutes,
+                        reports_to_receiver=settings.receive_enabled)

@@ -32,6 +32,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from .aggregator import Aggregator, safe_key
+from .commitment import CommitmentLedger, accept_reports
 from .dataset_check import DatasetWalker, IncompleteDataset, check_file
 from .events import EventBus, InstanceStored, ReceiverStateChanged
 from .fast_store import FastStoreAssociation, FastStoreOptions, cut_off_notice
@@ -104,10 +105,12 @@ class Receiver:
 
     def __init__(self, *, layout: StorageLayout, aggregator: Aggregator, logbook: LogBook, bus: EventBus,
                  settings: Callable[[], Settings], bind_address: str = "",
-                 ssl_context: ssl.SSLContext | None = None, heartbeat: Callable[[], None] = lambda: None) -> None:
+                 ssl_context: ssl.SSLContext | None = None, heartbeat: Callable[[], None] = lambda: None,
+                 commitment: CommitmentLedger | None = None) -> None:
         """``settings`` returns the settings in force: the listener's are read at :meth:`start`
         (changing one re-opens it), the rest (free-space floor) at every image. ``heartbeat``
-        is called each time round the accept loop (about twice a second), for the watchdog."""
+        is called each time round the accept loop (about twice a second), for the watchdog.
+        ``commitment`` takes the storage commitment reports a PACS sends to us (the outbox waits there)."""
         self.layout = layout
         self.aggregator = aggregator
         self.logbook = logbook
@@ -122,6 +125,7 @@ class Receiver:
         self.check_called_ae_title = at_start.receive_check_called_ae_title
         self.ssl_context = ssl_context
         self.heartbeat = heartbeat
+        self.commitment = commitment or CommitmentLedger()
         self._server: ThreadedAssociationServer | None = None
         self._ae: AE | None = None
         self._throttle = _Throttle({})
@@ -150,6 +154,7 @@ class Receiver:
             NAGLE_OFF,
             (evt.EVT_C_STORE, self._handle_store),
             (evt.EVT_C_ECHO, lambda event: STATUS_SUCCESS),
+            (evt.EVT_N_EVENT_REPORT, self.commitment.handle_event_report),  # an intervention event: fast path stays on
             (evt.EVT_ESTABLISHED, self._association_started),
             (evt.EVT_RELEASED, self._association_ended),
             (evt.EVT_ABORTED, self._association_ended),
@@ -188,6 +193,7 @@ class Receiver:
         ae.dimse_timeout = 60
         ae.acse_timeout = 30
         ae.add_supported_context(Verification)
+        accept_reports(ae)  # storage commitment reports for what the outbox sent (bridge.commitment)
         ae.require_calling_aet = list(self.allowed_calling_ae_titles)  # rejected: "calling AE not recognised"
         ae.require_called_aet = self.check_called_ae_title
         return ae

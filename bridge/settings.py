@@ -242,6 +242,12 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("send", "parallel_associations", 1,
                 "Associations used at once to send one ZIP; more hide a slow PACS's latency (1-8).",
                 _int_in(1, 8)),
+    SettingSpec("send", "storage_commitment", False,
+                "Ask the PACS to commit the stored images (Storage Commitment) and delete a ZIP only when it "
+                "confirms (its report comes to the receiver, or on the same association).", _boolean),
+    SettingSpec("send", "commit_timeout_minutes", 10,
+                "With send.storage_commitment: no confirmation within this many minutes is handled like an "
+                "outage, the ZIP is sent and committed again later (1-1440).", _int_in(1, 1440)),
     SettingSpec("send", "tls", False, "Send over DICOM TLS (use the PACS's TLS port).", _boolean),
     SettingSpec("send", "tls_ca", "",
                 "PEM CA certificate(s) that signed the PACS certificate (empty: the system's trusted CAs).",
@@ -310,6 +316,8 @@ class Settings:
     send_give_up_after_hours: int
     send_notify_after_minutes: int
     send_parallel_associations: int
+    send_storage_commitment: bool
+    send_commit_timeout_minutes: int
     send_tls: bool
     send_tls_ca: str
     send_tls_cert: str

@@ -41,6 +41,12 @@ def test_every_storage_sop_class_and_verification_are_listed():
     assert "Any other storage SOP class" in table
 
 
+def test_storage_commitment_is_listed_for_the_receiver_and_the_sender():
+    assert "| Storage Commitment Push Model SOP Class | `1.2.840.10008.1.20.1` | SCU: takes N-EVENT-REPORT" \
+        in conformance.scp_sop_classes()
+    assert "Action Type ID 1 on the well-known instance `1.2.840.10008.1.20.1.1`" in conformance.sender_commitment()
+
+
 @pytest.mark.peers
 def test_dcmtk_sees_what_the_statement_promises(running_bridge):
     result = subprocess.run([dcmtk("echoscu"), "-d", "-aec", "CRYPE_DCM", "127.0.0.1", str(running_bridge.port)],
