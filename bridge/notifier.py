@@ -77,7 +77,8 @@ class Notifier:
         self._thread.start()
 
     def join(self, timeout: float) -> None:
-        self._thread.join(timeout)
+        if self._thread.is_alive():  # an engine stopped before it started has no thread to wait for
+            self._thread.join(timeout)
 
     def wake(self) -> None:
         """Make the thread look at ``stopping`` now (the engine is stopping)."""

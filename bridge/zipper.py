@@ -174,8 +174,9 @@ def _start_writeback(archive: zipfile.ZipFile) -> None:
 class Zipper:
     """Zips claimed studies; ``stop`` makes a running zip give up and leave the spool intact."""
 
-    def __init__(self, layout: StorageLayout, crid_tag: int | None, stop: threading.Event | None = None,
+    def __init__(self, layout: StorageLayout, crid_tag: Callable[[], int | None], stop: threading.Event | None = None,
                  progress: Callable[[], None] = lambda: None) -> None:
+        """``crid_tag`` gives the recipient-ID element in force (receive.crid_tag_*), read per study."""
         self.layout = layout
         self.crid_tag = crid_tag
         self.stop = stop or threading.Event()
@@ -183,10 +184,11 @@ class Zipper:
 
     def read_headers(self, study: PendingStudy) -> list[InstanceHeader]:
         files = sorted(study.folder.glob("*.dcm"))  # names start with the arrival number
+        crid_tag = self.crid_tag()  # one tag for the whole study, even when the settings change meanwhile
         headers = []
         for path in files:
             try:
-                headers.append(read_instance(path, self.crid_tag))
+                headers.append(read_instance(path, crid_tag))
             except Exception as err:  # noqa: BLE001 - any unreadable file fails the study visibly
                 raise ValueError(f"cannot read {path.name}: {err}") from err
         return headers

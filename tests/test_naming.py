@@ -123,7 +123,7 @@ def test_a_failed_study_folder_is_named_like_its_zip_and_fits_after_many_clashes
                        crid_value=f"CRID#{'1' * 16}")
     layout = StorageLayout(tmp_path / "store")
     layout.ensure()
-    zipper = Zipper(layout, CRID_TAG)
+    zipper = Zipper(layout, lambda: CRID_TAG)
     headers = zipper.read_headers(PendingStudy(key="k", folder=study.files[0].parent, last_arrival=0))
     parts = name_parts(summarize(headers, read_study_fields(study.files[0])))
     for number in range(1, 1001):  # a thousand earlier failures of the same study
