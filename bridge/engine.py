@@ -26,6 +26,7 @@ from .pending_view import PendingDescriber
 from .permissions import restrict_storage, use_private_umask
 from .receiver import Receiver, ReceiverStartError, clear_incoming
 from .requeue import RequestWatcher
+from .runtime import configure_process
 from .settings import SETTINGS, Settings, receive_tls_context, unknown_keys
 from .status_file import StatusFileWriter
 from .supervisor import Supervisor, log_uncaught_thread_exceptions
@@ -44,6 +45,7 @@ class Engine:
         use_private_umask(settings.share_with_group)  # before anything is created
         self.layout = StorageLayout(settings.storage_folder)
         self.layout.ensure()
+        configure_process(temp_folder=self.layout.incoming)
         self.ownership = FolderOwnership(self.layout.work)
         self.ownership.acquire()  # raises FolderOwnedElsewhere before touching anything
         self.bus = EventBus()

@@ -1,7 +1,7 @@
 """The persistent log book: one SQLite row per action (receive, send, error, cleanup).
 
 SQLite in WAL mode lets the terminal UI (possibly another process) read while the service
-writes. Rows carry the manual's columns plus ``detail`` (error text) and ``target`` (ZIP or
+writes. Rows carry the Log Book's columns (README "The terminal UI") plus ``detail`` (error text) and ``target`` (ZIP or
 folder). Rows older than ``RETENTION_DAYS`` are pruned so the file cannot grow forever.
 """
 

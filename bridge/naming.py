@@ -1,4 +1,4 @@
-"""ZIP file names (manual §4): legal on Windows and Linux, at most 255 bytes, visible, never ambiguous.
+"""ZIP file names (README "ZIP names"): legal on Windows and Linux, at most 255 bytes, visible, never ambiguous.
 
 ``PatientName_PatientBirthDate_PatientSex_StudyDate_Modality_StudyInstanceUID[_CRID#id…].zip``
 

@@ -1,4 +1,6 @@
-"""The outbox: ZIPs the messaging app drops in Outbox_Auto go to the PACS (manual §5).
+"""The outbox: ZIPs the messaging app drops in Outbox_Auto go to the PACS.
+
+README: "What happens to a ZIP in Outbox_Auto (sending)".
 
 A ZIP is taken only when complete: a regular file whose size and time stamp have not changed
 for ``STABLE_SECONDS`` and that opens as a ZIP. It is then *claimed* by a rename into its own

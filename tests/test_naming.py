@@ -1,4 +1,4 @@
-"""ZIP names (manual §4): the example from the manual, and properties that must always hold."""
+"""ZIP names (README "ZIP names"): the README's example, and properties that must always hold."""
 
 import re
 from pathlib import Path
@@ -22,7 +22,7 @@ UID = "1.3.46.670589.16.2.2.192.30.0.171.20040722.72143.104226"
 BAD_UID = "1.2.\ufffd3"  # a UID with a non-ASCII byte, as the header walk decodes it
 
 
-def test_the_manuals_example():
+def test_the_readmes_example():
     parts = StudyRecord("HOLTZMANN^Carsten", "19290505", "M", "20040722", study_uid=UID, modalities=("CT",),
                         crids=("1234567890123456",))
     assert zip_name(parts) == f"HOLTZMANN, Carsten_1929-05-05_M_2004-07-22_CT_{UID}_CRID#1234567890123456.zip"
