@@ -26,7 +26,7 @@ from .pending_view import PendingDescriber
 from .permissions import restrict_storage, use_private_umask
 from .receiver import Receiver, ReceiverStartError, clear_incoming
 from .requeue import RequestWatcher
-from .runtime import configure_process
+from .runtime import configure_process, forget_temp_folder
 from .settings import SETTINGS, Settings, receive_tls_context, unknown_keys
 from .status_file import StatusFileWriter
 from .supervisor import Supervisor, log_uncaught_thread_exceptions
@@ -167,6 +167,7 @@ class Engine:
         self.logbook.close()
         logging.getLogger("bridge").removeHandler(self._log_handler)
         self._log_handler.close()
+        forget_temp_folder(self.layout.incoming)
         self.ownership.release()
 
     def _start_detail(self) -> str:

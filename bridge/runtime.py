@@ -34,3 +34,10 @@ def configure_process(temp_folder: Path | None = None) -> None:
     zipfile.zlib = isal_zlib  # type: ignore[attr-defined]
     if temp_folder is not None:
         tempfile.tempdir = str(temp_folder)
+
+
+def forget_temp_folder(temp_folder: Path) -> None:
+    """An engine that stopped no longer lends its folder to everyone else's temporary files
+    (its disk may be full or gone); a folder another engine set since stays."""
+    if tempfile.tempdir == str(temp_folder):
+        tempfile.tempdir = None

@@ -25,3 +25,18 @@ def test_importing_the_bridge_sets_nothing_process_wide_and_configure_process_se
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_stopped_engine_no_longer_holds_the_temp_folder(bridge_settings):
+    """A later receiver (another engine, pynetdicom's SCP in a test) must not write into a stopped
+    engine's folder, whose disk may be full or gone."""
+    import tempfile
+
+    from bridge.engine import Engine
+
+    engine = Engine(bridge_settings)
+    try:
+        assert tempfile.gettempdir() == str(engine.layout.incoming)
+    finally:
+        engine.stop(grace_seconds=0)
+    assert tempfile.tempdir is None
