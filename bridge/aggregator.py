@@ -96,7 +96,7 @@ class Aggregator:
     """Thread-safe bookkeeping of pending studies (receiver threads store, the zipper claims)."""
 
     spool: Path
-    timeout_seconds: float
+    quiet_seconds: Callable[[], float]  # receive.timeout_seconds in force, read at every decision
     clock: Callable[[], float] = time.monotonic
     sync_on_store: bool = False  # receive.sync_before_ack: file and rename on stable storage before the answer
     _open: dict[str, PendingStudy] = field(default_factory=dict)
@@ -179,7 +179,8 @@ class Aggregator:
 
     def _due_at(self, study: PendingStudy, busy: dict[str, float]) -> float:
         """When an open ``study`` may be zipped: its last image and its feeders' last bytes + timeout."""
-        return max(study.due_at(self.timeout_seconds), busy.get(study.key, study.last_arrival) + self.timeout_seconds)
+        quiet = self.quiet_seconds()
+        return max(study.due_at(quiet), busy.get(study.key, study.last_arrival) + quiet)
 
     def _busy_studies(self) -> dict[str, float]:
         """Study key -> last bytes on any open association that fed it (caller holds the lock)."""
@@ -196,7 +197,7 @@ class Aggregator:
         """Take the studies whose quiet time is over; no instance joins them afterwards."""
         now = self.clock()
         with self._changed:
-            due = [s for s in self._closed if s.due_at(self.timeout_seconds) <= now]
+            due = [s for s in self._closed if s.due_at(self.quiet_seconds()) <= now]
             self._closed = [s for s in self._closed if s not in due]
             busy = self._busy_studies()
             for key, study in list(self._open.items()):
@@ -216,13 +217,14 @@ class Aggregator:
         """Block until the next study may be due, something changed, or ``max_wait`` passed."""
         with self._changed:
             busy = self._busy_studies()
-            deadlines = [s.due_at(self.timeout_seconds) for s in self._closed]
+            deadlines = [s.due_at(self.quiet_seconds()) for s in self._closed]
             deadlines += [self._due_at(s, busy) for s in self._open.values()]
             wait = max_wait if not deadlines else min(max_wait, max(0.0, min(deadlines) - self.clock()))
             if wait > 0 and not stop.is_set():
                 self._changed.wait(wait)
 
     def wake(self) -> None:
+        """Recompute the deadlines now (e.g. the quiet time in force changed)."""
         with self._changed:
             self._changed.notify_all()
 

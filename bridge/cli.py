@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from . import __version__, exit_codes
+from .runtime import configure_process
 from .settings import SettingsError, default_config_path, load_settings
 
 EXIT_BAD_SETTINGS = exit_codes.BAD_SETTINGS
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_process()
     config_path = getattr(args, "config", None) or default_config_path()
     if args.command == "service":  # before the settings are loaded: install must not create a config
         return run_service(args.action, config_path, args.user, args.unit_dir, args.winsw)

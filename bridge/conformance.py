@@ -20,6 +20,7 @@ from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _c
 
 from . import __version__, commitment, reactor, receiver, sender
 from .layout import StorageLayout
+from .runtime import configure_process
 from .settings import SETTINGS, settings_from_mapping
 from .settings_doc import _default_text
 from .tls import client_context
@@ -180,6 +181,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
 
 def with_tables(document: str) -> str:
     """``document`` with every generated block replaced by what the code says now."""
+    configure_process()  # the statement describes the process as the bridge sets it up
     found = {match.group("name") for match in _BLOCK.finditer(document)}
     if found != set(BLOCKS):
         raise ValueError(f"conformance markers missing or unknown: {sorted(set(BLOCKS) ^ found)}")

@@ -1,7 +1,7 @@
 """Recipient IDs (CRID#) in a DICOM text value: find them, cut out every trace of them.
 
 Works on the element's raw bytes so the text around the IDs survives byte for byte, whatever
-its character set. See the manual §3 and the README ("What happens to a study", step 2).
+its character set. See the README ("What happens to a study", step 2).
 
 Grammar (bytes):
 

@@ -27,6 +27,7 @@ from .pending_view import PendingDescriber
 from .permissions import restrict_storage, use_private_umask
 from .receiver import Receiver, ReceiverStartError, clear_incoming
 from .requeue import RequestWatcher
+from .runtime import configure_process, forget_temp_folder
 from .settings import SETTINGS, Settings, receive_tls_context, unknown_keys
 from .status_file import StatusFileWriter
 from .supervisor import Supervisor, log_uncaught_thread_exceptions
@@ -45,6 +46,7 @@ class Engine:
         use_private_umask(settings.share_with_group)  # before anything is created
         self.layout = StorageLayout(settings.storage_folder)
         self.layout.ensure()
+        configure_process(temp_folder=self.layout.incoming)
         self.ownership = FolderOwnership(self.layout.work)
         self.ownership.acquire()  # raises FolderOwnedElsewhere before touching anything
         self.bus = EventBus()
@@ -57,9 +59,9 @@ class Engine:
         self.notifier = Notifier(self.layout, self.logbook, self.bus, lambda: self.settings, self.stopping,
                                  thread_factory=self.supervisor.thread)
         self.bus.subscribe(self.notifier.consider)
-        self.aggregator = Aggregator(self.layout.spool, settings.receive_timeout_seconds)
+        self.aggregator = Aggregator(self.layout.spool, lambda: self.settings.receive_timeout_seconds)
         self.liveness = Liveness()
-        self.zipper = Zipper(self.layout, settings.crid_tag, self.stopping,
+        self.zipper = Zipper(self.layout, lambda: self.settings.crid_tag, self.stopping,
                              progress=lambda: self.liveness.tick("zipper"))
         self.pending_view = PendingDescriber(lambda: self.settings.crid_tag)
         self.bus.subscribe(self.pending_view.consider)
@@ -130,11 +132,13 @@ class Engine:
             self.outbox.start()
 
     def apply_settings(self, new: Settings) -> str:
-        """Put saved settings in force without a restart; returns what could not be applied."""
+        """Put saved settings in force without a restart; returns what could not be applied.
+
+        Every worker reads ``self.settings`` when it decides, so swapping it is all it takes; only
+        the listener is rebuilt, when a setting it was opened with changed.
+        """
         old, self.settings = self.settings, new
-        self.aggregator.timeout_seconds = new.receive_timeout_seconds
-        self.aggregator.wake()
-        self.zipper.crid_tag = new.crid_tag
+        self.aggregator.wake()  # a shorter quiet time may make a study due now
         if any(getattr(old, spec.field) != getattr(new, spec.field) for spec in SETTINGS if spec.restarts_receiver) \
                 or self.receiver_error:
             if self.receiver is not None:
@@ -169,6 +173,7 @@ class Engine:
         self.logbook.close()
         logging.getLogger("bridge").removeHandler(self._log_handler)
         self._log_handler.close()
+        forget_temp_folder(self.layout.incoming)
         self.ownership.release()
 
     def _start_detail(self) -> str:
@@ -209,7 +214,7 @@ class Engine:
 
     def status(self) -> BridgeStatus:
         """A snapshot for status displays and the status file (memory, two folder listings, new headers)."""
-        pending = self.pending_view.describe(self.aggregator.pending(), self.aggregator.timeout_seconds,
+        pending = self.pending_view.describe(self.aggregator.pending(), self.aggregator.quiet_seconds(),
                                              self.aggregator.clock())
         receiver = self.receiver  # while settings are applied, the old listener may still hold the old port
         return BridgeStatus(

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -13,6 +14,7 @@ from pydicom.uid import UID
 from .crid import CridSplit, split_crids
 from .dicom_patch import DEFLATED_TS, ElementSpan, find_element, make_span
 from .header_scan import scan_header
+from .study_record import StudyRecord
 
 
 @dataclass(frozen=True)
@@ -39,17 +41,6 @@ class InstanceHeader:
             return UID(self.transfer_syntax).is_compressed
         except Exception:  # noqa: BLE001 - an unknown private syntax: just deflate it
             return False
-
-
-@dataclass(frozen=True)
-class StudyFields:
-    """Patient/study values for the ZIP name and the log book, decoded in the file's charset."""
-
-    patient_name: str
-    birth_date: str
-    sex: str
-    study_date: str
-    study_description: str
 
 
 SOP_INSTANCE_UID = 0x00080018
@@ -146,11 +137,13 @@ def _read_instance_with_pydicom(path: Path, crid_tag: int | None) -> InstanceHea
     )
 
 
-def read_study_fields(path: Path) -> StudyFields:
-    """Patient and study values of one file (the study's first image), decoded by pydicom."""
+def read_study_record(path: Path) -> StudyRecord:
+    """The study's values from one file (its first image), decoded by pydicom in the file's charset.
+
+    Every ``StudyRecord`` field that names a DICOM keyword is read; the per-image values
+    (modalities, recipient IDs) are the caller's to add.
+    """
     dataset = dcmread(path, stop_before_pixels=True)
-    return StudyFields(
-        patient_name=_text(dataset, "PatientName"), birth_date=_text(dataset, "PatientBirthDate"),
-        sex=_text(dataset, "PatientSex"), study_date=_text(dataset, "StudyDate"),
-        study_description=_text(dataset, "StudyDescription"),
-    )
+    values: dict[str, Any] = {item.name: _text(dataset, item.metadata["keyword"])
+                              for item in fields(StudyRecord) if "keyword" in item.metadata}
+    return StudyRecord(**values)

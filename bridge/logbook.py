@@ -1,7 +1,7 @@
 """The persistent log book: one SQLite row per action (receive, send, error, cleanup).
 
 SQLite in WAL mode lets the terminal UI (possibly another process) read while the service
-writes. Rows carry the manual's columns plus ``detail`` (error text) and ``target`` (ZIP or
+writes. Rows carry the Log Book's columns (README "The terminal UI") plus ``detail`` (error text) and ``target`` (ZIP or
 folder). Rows older than ``RETENTION_DAYS`` are pruned so the file cannot grow forever.
 """
 
@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from .events import EventBus, LogBookEntryAdded
+from .study_record import StudyColumns
 from .visible_text import visible
 
 log = logging.getLogger(__name__)
@@ -32,31 +33,65 @@ WARNING = "Warning"
 FAILED = "Failed"
 INFO = "Info"
 
-_COLUMNS = (
-    "timestamp", "patient_name", "birth_date", "study_date", "modality", "image_count",
-    "study_description", "action", "status", "crid", "detail", "target",
-)
-_TEXT_COLUMNS = tuple(name for name in _COLUMNS if name not in ("timestamp", "image_count"))
+# The study columns come from the study record; a column added there is added to an older table at open.
+_STUDY_COLUMNS = tuple(item.name for item in fields(StudyColumns))
+_COLUMNS = ("timestamp", *_STUDY_COLUMNS, "action", "status", "detail", "target")
+_INTEGER_COLUMNS = frozenset(item.name for item in fields(StudyColumns) if item.type in (int, "int"))
+_TEXT_COLUMNS = tuple(name for name in _COLUMNS if name != "timestamp" and name not in _INTEGER_COLUMNS)
+
+# PRAGMA user_version of the log book. 0: the table as first written (no version). 1: an index on
+# the time stamp, which the yearly pruning and the newest-first reads use.
+SCHEMA_VERSION = 1
 
 
 @dataclass
-class LogEntry:
-    """One log-book row; study fields stay empty for entries not about one study."""
+class LogEntry(StudyColumns):
+    """One log-book row; study columns (``StudyColumns``, keywords only) stay empty for entries not about one study."""
 
     action: str
     status: str
     detail: str = ""
-    patient_name: str = ""
-    birth_date: str = ""
-    study_date: str = ""
-    modality: str = ""
-    image_count: int = 0
-    study_description: str = ""
-    crid: str = ""
     target: str = ""
     needs_attention: bool = False  # not a column: a warning a person must act on (mailed like a failure)
     timestamp: str = field(default_factory=lambda: datetime.now().astimezone().isoformat(timespec="seconds"))
     entry_id: int | None = None
+
+
+def _column_type(name: str) -> str:
+    return "INTEGER" if name in _INTEGER_COLUMNS else "TEXT"
+
+
+def _is_current(db: sqlite3.Connection) -> bool:
+    present = {row[1] for row in db.execute("PRAGMA table_info(entries)")}
+    return db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION and present >= set(_COLUMNS)
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    """Create the table, or bring one written by an earlier version up to this one, in place.
+
+    Rows are kept: columns are only added (empty in old rows), never renamed or dropped, so an
+    older bridge can still read a newer file. One transaction: a failure leaves the file as it was.
+    """
+    if _is_current(db):
+        return  # nothing to write: a reader (an attached UI) takes no write lock
+    db.execute("BEGIN IMMEDIATE")  # a second process opening the file at the same time waits, then finds it done
+    try:
+        db.execute("CREATE TABLE IF NOT EXISTS entries (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+                   + ", ".join(f"{name} {_column_type(name)}" for name in _COLUMNS) + ")")
+        present = {row[1] for row in db.execute("PRAGMA table_info(entries)")}
+        for name in _COLUMNS:
+            if name not in present:
+                default = " DEFAULT 0" if name in _INTEGER_COLUMNS else " DEFAULT ''"
+                db.execute(f"ALTER TABLE entries ADD COLUMN {name} {_column_type(name)}{default}")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version < 1:
+            db.execute("CREATE INDEX IF NOT EXISTS entries_by_time ON entries (timestamp)")
+        if version < SCHEMA_VERSION:
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    except BaseException:
+        db.rollback()
+        raise
+    db.commit()
 
 
 class LogBook:
@@ -69,12 +104,7 @@ class LogBook:
         self._backlog: list[LogEntry] = []
         self._db = sqlite3.connect(path, check_same_thread=False, timeout=10)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS entries (id INTEGER PRIMARY KEY AUTOINCREMENT, "
-            + ", ".join(f"{name} {'INTEGER' if name == 'image_count' else 'TEXT'}" for name in _COLUMNS)
-            + ")"
-        )
-        self._db.commit()
+        migrate(self._db)
 
     def add(self, entry: LogEntry) -> LogEntry:
         """Store a row, mirror it to the text log, and announce it on the event bus.

@@ -12,10 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .logbook import FAILED, RECEIVE, SEND, SERVICE, LogEntry
+from .study_record import STUDY_COLUMNS
 
 FAILURE = "failure"
 ARRIVAL = "arrival"
 REMOVED = "[left out]"
+# study columns ``describe`` words itself; any other mailed column gets a "<label>: <value>" line
+_WRITTEN_OUT = frozenset({"patient_name", "birth_date", "study_date", "modality", "image_count", "crid"})
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,10 @@ def describe(notice: Notice, no_phi: bool) -> str:
                   f"Images:      {entry.image_count}"]
         if entry.crid and not no_phi:
             lines.append(f"Recipients:  {entry.crid}")
+        for column in STUDY_COLUMNS:  # columns added to the study record since these lines were written
+            value = getattr(entry, column.name)
+            if column.mailed and column.name not in _WRITTEN_OUT and value and not (column.phi and no_phi):
+                lines.append(f"{column.label + ':':<13}{value}")
     if entry.target:
         where = Path(entry.target)
         lines.append(f"Where:       {where.parent if no_phi and entry.target.endswith('.zip') else where}")

@@ -1,4 +1,4 @@
-"""ZIP file names (manual §4): legal on Windows and Linux, at most 255 bytes, visible, never ambiguous.
+"""ZIP file names (README "ZIP names"): legal on Windows and Linux, at most 255 bytes, visible, never ambiguous.
 
 ``PatientName_PatientBirthDate_PatientSex_StudyDate_Modality_StudyInstanceUID[_CRID#id…].zip``
 
@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .aggregator import safe_key
 from .crid import without_crid_text
 from .visible_text import visible
+
+if TYPE_CHECKING:  # the record imports the display forms from here
+    from .study_record import StudyRecord
 
 MAX_NAME_BYTES = 255
 # Field budgets (bytes) for values that are short in real DICOM but unbounded from a hostile
@@ -30,19 +32,6 @@ _LEADING_HIDDEN = re.compile(r"^[\s.,;-]+")  # a leading dot hides the file, a s
 # Windows device names are reserved even with an extension ("CON.x_…zip" opens the console).
 _DEVICE_NAME = re.compile(r"(CON|PRN|AUX|NUL|COM[0-9¹²³]|LPT[0-9¹²³]|CONIN\$|CONOUT\$) *\.", re.IGNORECASE)
 _NOT_CODE = re.compile(r"[^A-Za-z0-9 _-]")  # Code String (CS): sex and modality
-
-
-@dataclass(frozen=True)
-class ZipNameParts:
-    """The study's values as read from its files (DICOM formats, not yet made file-safe)."""
-
-    patient_name: str
-    birth_date: str
-    sex: str
-    study_date: str
-    modalities: tuple[str, ...]  # one entry per image
-    study_uid: str
-    crid_suffix: str = ""  # e.g. "CRID#1234567890123456CRID#…", empty for none
 
 
 def _one_person(dicom_name: str) -> str:
@@ -88,14 +77,6 @@ def code_string(text: str) -> str:
     return _NOT_CODE.sub("-", visible(text, "-")).strip(" -")
 
 
-def log_columns(patient_name: str, birth_date: str, study_date: str, study_description: str,
-                modality: str) -> dict[str, Any]:
-    """A study's log-book columns, formatted as the Log Book screen shows them."""
-    return {"patient_name": display_patient_name(patient_name), "birth_date": display_date(birth_date),
-            "study_date": display_date(study_date), "study_description": display_text(study_description),
-            "modality": modality}
-
-
 def modality_field(modalities: tuple[str, ...]) -> str:
     """The study's modalities, most frequent first (ties alphabetical), joined with '-'."""
     counts = Counter(code_string(m) for m in modalities if m and m.strip())
@@ -121,25 +102,25 @@ def uid_field(study_uid: str) -> str:
     return safe_key(study_uid)
 
 
-def zip_name(parts: ZipNameParts, clash_number: int = 1) -> str:
+def zip_name(record: StudyRecord, clash_number: int = 1) -> str:
     """The ZIP's file name; ``clash_number`` ≥ 2 appends ``-N`` to the Study Instance UID field.
 
     The patient name is shortened (on a character boundary) when the whole name would exceed
     255 bytes; the UID and IDs are never shortened (a UID that is no well-formed UID, which
     could be any length, is replaced by a fixed-length hash first).
     """
-    uid = uid_field(parts.study_uid)
+    uid = uid_field(record.study_uid)
     if clash_number > 1:
         uid = f"{uid}-{clash_number}"
-    suffix = f"_{file_safe(parts.crid_suffix)}" if parts.crid_suffix else ""
+    suffix = f"_{file_safe(record.crid_text)}" if record.crids else ""
     rest = "_" + "_".join([
-        display_date(parts.birth_date),
-        _fit(file_safe(code_string(parts.sex)), MAX_SEX_BYTES),
-        display_date(parts.study_date),
-        _fit(file_safe(modality_field(parts.modalities)), MAX_MODALITY_BYTES),
+        display_date(record.birth_date),
+        _fit(file_safe(code_string(record.sex)), MAX_SEX_BYTES),
+        display_date(record.study_date),
+        _fit(file_safe(modality_field(record.modalities)), MAX_MODALITY_BYTES),
         uid,
     ]) + suffix + ".zip"
-    patient = _LEADING_HIDDEN.sub("", file_safe(display_patient_name(parts.patient_name)))
+    patient = _LEADING_HIDDEN.sub("", file_safe(display_patient_name(record.patient_name)))
     patient = _fit(patient, MAX_NAME_BYTES - len(rest.encode("utf-8")))
     name = patient + rest
     device = _DEVICE_NAME.match(name)

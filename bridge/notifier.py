@@ -50,13 +50,13 @@ class Notifier:
     """Owns the mail queue folder and the thread that delivers it."""
 
     def __init__(self, layout: StorageLayout, logbook: LogBook, bus: EventBus, settings: Callable[[], Settings],
-                 stopping: threading.Event,
+                 stop: threading.Event,
                  thread_factory: ThreadFactory = plain_thread) -> None:
         self.layout = layout
         self.bus = bus
         self.logbook = logbook
         self.settings = settings
-        self.stopping = stopping
+        self.stop = stop
         self.retry_seconds = RETRY_SECONDS
         self._notices: queue.Queue[Notice | None] = queue.Queue()  # None only wakes the thread
         self._server_down = False  # the last delivery failed: wait retry_seconds (or a new event)
@@ -77,15 +77,16 @@ class Notifier:
         self._thread.start()
 
     def join(self, timeout: float) -> None:
-        self._thread.join(timeout)
+        if self._thread.is_alive():  # an engine stopped before it started has no thread to wait for
+            self._thread.join(timeout)
 
     def wake(self) -> None:
-        """Make the thread look at ``stopping`` now (the engine is stopping)."""
+        """Make the thread look at ``stop`` now (the engine is stopping)."""
         self._notices.put(None)
 
     def _run(self) -> None:
         self._backlog = bool(self.queued())  # left by an earlier run
-        while not self.stopping.is_set():
+        while not self.stop.is_set():
             waiting = self.queued()
             if waiting and not self._server_down:
                 self._deliver(waiting)
@@ -95,7 +96,7 @@ class Notifier:
                 self._server_down = False  # time to try the queue again
                 continue
             if first is not None:
-                self.stopping.wait(self.settings().notify_gather_seconds)  # let a burst gather
+                self.stop.wait(self.settings().notify_gather_seconds)  # let a burst gather
             self._write(self._gathered(first))
             self._server_down = False  # something new: worth a try at once
         self._write(self._gathered(None))

@@ -1,4 +1,6 @@
-"""The outbox: ZIPs the messaging app drops in Outbox_Auto go to the PACS (manual §5).
+"""The outbox: ZIPs the messaging app drops in Outbox_Auto go to the PACS.
+
+README: "What happens to a ZIP in Outbox_Auto (sending)".
 
 A ZIP is taken only when complete: a regular file whose size and time stamp have not changed
 for ``STABLE_SECONDS`` and that opens as a ZIP. It is then *claimed* by a rename into its own
@@ -33,7 +35,7 @@ import time
 import uuid
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -41,10 +43,9 @@ from typing import Any
 from .commitment import CommitmentError, CommitmentLedger, CommitmentResult, request_commitment
 from .events import EventBus, OutboxZipDone
 from .header_scan import scan_header
-from .instance import MODALITY, read_study_fields
+from .instance import MODALITY, read_study_record
 from .layout import StorageLayout, fsync_path
 from .logbook import FAILED, SEND, SUCCESS, WARNING, LogBook, LogEntry
-from .naming import log_columns, modality_field
 from .pacs import SendSettings
 from .safe_unzip import ReadyFiles, ZipRejected, ZipUnpacker
 from .sender import (
@@ -58,6 +59,7 @@ from .sender import (
     images_and_reasons,
     send_with_retries,
 )
+from .study_record import log_columns
 from .supervisor import ThreadFactory, plain_thread
 
 log = logging.getLogger(__name__)
@@ -697,15 +699,18 @@ def _first_file_columns(first: FileMeta, ready: ReadyFiles) -> dict[str, object]
     return study_columns([first.path])
 
 
+_SENT_ROW_OWN = ("image_count", "crid")  # a sent ZIP's row counts the images sent; it routes by no IDs
+
+
 def study_columns(files: list[Path]) -> dict[str, Any]:
     """The log book's study columns for a ZIP being sent (first file + every file's modality)."""
     try:
-        study = read_study_fields(files[0])
+        study = read_study_record(files[0])
     except Exception:  # noqa: BLE001 - the row is written without study columns
         return {}
     modalities = []
     for path in files:
         scan = scan_header(path, {MODALITY})
         modalities.append(scan.text(MODALITY) if scan else "")
-    return log_columns(study.patient_name, study.birth_date, study.study_date, study.study_description,
-                       modality_field(tuple(modalities)))
+    columns = log_columns(replace(study, modalities=tuple(modalities)))
+    return {name: value for name, value in columns.items() if name not in _SENT_ROW_OWN}

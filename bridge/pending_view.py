@@ -15,7 +15,7 @@ from pathlib import Path
 from .aggregator import PendingStudy
 from .crid import format_ids, merge_ids
 from .events import BridgeEvent, InstanceStored, PendingInfo
-from .instance import read_instance, read_study_fields
+from .instance import read_instance, read_study_record
 from .naming import display_date, display_patient_name, modality_field
 
 
@@ -64,7 +64,7 @@ class PendingDescriber:
             try:
                 header = read_instance(path, self._crid_tag())
                 if not seen.read:
-                    fields = read_study_fields(path)
+                    fields = read_study_record(path)
                     seen.patient_name = display_patient_name(fields.patient_name)
                     seen.study_date = display_date(fields.study_date)
             except Exception:  # noqa: BLE001 - the zipper reports unreadable files; the view just skips them

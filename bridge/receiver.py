@@ -19,7 +19,6 @@ import logging
 import shutil
 import socket
 import ssl
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -27,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pynetdicom import AE, _config, evt
+from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
@@ -45,11 +44,6 @@ from .settings import Settings
 from .tls import finish_server_handshake
 
 log = logging.getLogger(__name__)
-
-# Receive C-STORE datasets as files, and accept any storage-like SOP class (private ones too)
-# in the first transfer syntax the sender proposes. Both are process-wide pynetdicom switches.
-_config.STORE_RECV_CHUNKED_DATASET = True
-_config.UNRESTRICTED_STORAGE_SERVICE = True
 
 STATUS_SUCCESS = 0x0000
 STATUS_OUT_OF_RESOURCES = 0xA700
@@ -135,9 +129,6 @@ class Receiver:
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
-        # pynetdicom writes incoming datasets with NamedTemporaryFile in the default temp
-        # folder; pointing it into the storage folder makes the hand-over a cheap rename.
-        tempfile.tempdir = str(self.layout.incoming)
         ae = self.application_entity()
         settings = self.settings()
         self.guards = Guards(limit=AssociationLimit(settings.receive_max_associations),

@@ -105,7 +105,7 @@ def zip_again(layout: StorageLayout, logbook: LogBook, aggregator: Aggregator, f
     aggregator.retry_later(study, 0.0)
     logbook.add(LogEntry(action=RECEIVE, status=INFO, image_count=study.image_count, target=str(study.folder),
                          detail=f"{folder.name} taken from Inbox_Failed by {by}: zipped again after "
-                                f"{aggregator.timeout_seconds:g} s"))
+                                f"{aggregator.quiet_seconds():g} s"))
     return study
 
 

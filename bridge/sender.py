@@ -3,7 +3,8 @@
 Files are streamed from disk (``STORE_SEND_CHUNKED_DATASET``), never decoded, so each file
 travels in its own transfer syntax: the association proposes exactly the (SOP class,
 transfer syntax) pairs found in the files' meta, split over several associations when there
-are more than 128. Warning statuses count as stored (manual §5, PACS practice). Transient
+are more than 128. Warning statuses count as stored (README "What happens to a ZIP in
+Outbox_Auto", PACS practice). Transient
 problems (refused, rejected, aborted, timed out) raise ``TransientSendError`` so the caller
 can retry the files not yet delivered; ``PacsUnreachable`` (no association at all) tells the
 outbox to wait the outage out rather than retry at once. 0xA7xx (out of resources) is transient
@@ -22,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydicom.filereader import read_file_meta_info
-from pynetdicom import _config
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from .net import NAGLE_OFF
@@ -31,7 +31,6 @@ from .tls import probe_connection
 
 log = logging.getLogger(__name__)
 
-_config.STORE_SEND_CHUNKED_DATASET = True
 
 MAX_CONTEXTS = 128
 NETWORK_TIMEOUT_SECONDS = 30

@@ -30,6 +30,7 @@ from .receiver import ReceiverStartError
 from .requeue import RequeueError, reason_text, request_zip_again, send_again, who, zip_again
 from .settings import Settings
 from .status_file import process_alive, read_status, status_path
+from .study_record import STUDY_COLUMNS
 
 __all__ = [
     "EXIT_START_FAILED",
@@ -43,6 +44,7 @@ __all__ = [
     "SUCCESS",
     "WARNING",
     "LogEntry",
+    "STUDY_COLUMNS",
     "Outcome",
     "Session",
     "can_send_again",

@@ -46,17 +46,17 @@ class WorkerTrouble:
 class Supervisor:
     """Runs worker loops on daemon threads and restarts them when they die."""
 
-    def __init__(self, logbook: LogBook, stopping: threading.Event, clock: Callable[[],
+    def __init__(self, logbook: LogBook, stop: threading.Event, clock: Callable[[],
                  float] = time.monotonic) -> None:
         self.logbook = logbook
-        self.stopping = stopping
+        self.stop = stop
         self.clock = clock
         self._troubles: dict[str, WorkerTrouble] = {}
         self._lock = threading.Lock()
 
-    def thread(self, name: str, loop: Callable[[], None], stopping: threading.Event | None = None) -> threading.Thread:
-        """A (not yet started) thread running ``loop`` under supervision until ``stopping`` is set."""
-        stop = stopping or self.stopping
+    def thread(self, name: str, loop: Callable[[], None], stop: threading.Event | None = None) -> threading.Thread:
+        """A (not yet started) thread running ``loop`` under supervision until ``stop`` is set."""
+        stop = stop or self.stop
         return threading.Thread(target=self._supervise, args=(name, loop, stop), name=name, daemon=True)
 
     def troubles(self) -> tuple[WorkerTrouble, ...]:

@@ -16,8 +16,9 @@ from .aggregator import Aggregator, PendingStudy
 from .events import EventBus, StudyRouted
 from .layout import StorageLayout
 from .logbook import FAILED, RECEIVE, SUCCESS, WARNING, LogBook, LogEntry
+from .study_record import log_columns
 from .supervisor import ThreadFactory, plain_thread
-from .zipper import Zipper, ZippingAborted, is_transient, study_log_fields
+from .zipper import Zipper, ZippingAborted, is_transient
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ class ZipWorker:
         if summary.warnings:
             detail += "; " + "; ".join(summary.warnings)
         self.logbook.add(LogEntry(action=RECEIVE, status=status, detail=detail, target=str(outcome.target),
-                                  **study_log_fields(summary)))
+                                  **log_columns(summary.record)))
         self.bus.publish(StudyRouted(study_key=study.key, target=str(outcome.target), status=status))
 
     def _handle_failure(self, study: PendingStudy, err: Exception) -> None:

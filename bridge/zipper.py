@@ -1,4 +1,4 @@
-"""Turn one pending study into one ZIP in the right inbox (manual §2–§4).
+"""Turn one pending study into one ZIP in the right inbox (README "What happens to a study", "ZIP names").
 
 The ZIP is written in ``.bridge/staging`` and flushed to disk, then linked into the inbox
 under a name nobody else has, and only then is the study's spool folder deleted: at no moment
@@ -16,22 +16,16 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
-
-from isal import isal_zlib
 
 from .aggregator import PendingStudy, safe_key, spool_key
 from .crid import MAX_IDS, PrefixWatch, format_ids, merge_ids
 from .dicom_patch import dataset_offset, splice_deflated, splice_file
-from .instance import InstanceHeader, StudyFields, read_instance, read_study_fields
+from .instance import InstanceHeader, read_instance, read_study_record
 from .layout import StorageLayout, fsync_path, is_disk_full_error, link_without_overwrite
-from .naming import ZipNameParts, file_safe, log_columns, modality_field, zip_name
+from .naming import file_safe, zip_name
+from .study_record import StudyRecord
 
 log = logging.getLogger(__name__)
-
-# zipfile looks up ``zlib.compressobj`` at write time; ISA-L's drop-in deflate gives the same
-# ratio about 10× faster. Decompression and CRCs are unaffected.
-zipfile.zlib = isal_zlib  # type: ignore[attr-defined]
 
 MAX_CLASH_NUMBER = 10_000
 
@@ -42,22 +36,18 @@ class ZippingAborted(RuntimeError):
 
 @dataclass(frozen=True)
 class StudySummary:
-    """What the log book and the ZIP name say about a study."""
+    """The study's record (what the ZIP name, the log book and the mails say) and why it needs a person."""
 
-    patient_name: str
-    birth_date: str
-    sex: str
-    study_date: str
-    modality: str
-    study_description: str
-    study_uid: str
-    image_count: int
-    crids: tuple[str, ...]
+    record: StudyRecord
     warnings: tuple[str, ...]
 
     @property
-    def crid_text(self) -> str:
-        return format_ids(self.crids)
+    def crids(self) -> tuple[str, ...]:
+        return self.record.crids
+
+    @property
+    def image_count(self) -> int:
+        return self.record.image_count
 
 
 @dataclass(frozen=True)
@@ -66,8 +56,8 @@ class ZipOutcome:
     summary: StudySummary
 
 
-def summarize(headers: list[InstanceHeader], first: StudyFields) -> StudySummary:
-    """Study fields from the first image; recipient IDs merged over all images (manual §3).
+def summarize(headers: list[InstanceHeader], first: StudyRecord) -> StudySummary:
+    """Study fields from the first image; recipient IDs merged over all images (README "What happens to a study").
 
     The study routes to Inbox_Auto only when every image's recipient-ID text was clean and
     the study has at most five distinct IDs; otherwise it goes to Inbox_Manual with a warning
@@ -89,12 +79,9 @@ def summarize(headers: list[InstanceHeader], first: StudyFields) -> StudySummary
     if len(study_uids) > 1:
         raise ValueError(f"files of different studies in one spool folder: {sorted(study_uids)}")
     crids = () if malformed or len(merged) > MAX_IDS else merged
-    return StudySummary(
-        patient_name=first.patient_name, birth_date=first.birth_date, sex=first.sex,
-        study_date=first.study_date, modality=modality_field(tuple(h.modality for h in headers)),
-        study_description=first.study_description, study_uid=headers[0].study_uid,
-        image_count=len(headers), crids=crids, warnings=tuple(warnings),
-    )
+    record = replace(first, study_uid=headers[0].study_uid, modalities=tuple(h.modality for h in headers),
+                     crids=crids)
+    return StudySummary(record=record, warnings=tuple(warnings))
 
 
 def member_names(headers: list[InstanceHeader]) -> list[str]:
@@ -144,24 +131,16 @@ def _with_leftovers(summary: StudySummary, leftovers: list[str]) -> StudySummary
         return summary
     warning = (f"'CRID#' text outside the recipient-ID element in {len(leftovers)} of {summary.image_count} "
                f"files (first: {leftovers[0]}), not removed: check the files before forwarding")
-    return replace(summary, crids=(), warnings=(*summary.warnings, warning))
+    return StudySummary(record=replace(summary.record, crids=()), warnings=(*summary.warnings, warning))
 
 
-def name_parts(summary: StudySummary) -> ZipNameParts:
-    return ZipNameParts(
-        patient_name=summary.patient_name, birth_date=summary.birth_date, sex=summary.sex,
-        study_date=summary.study_date, modalities=tuple(summary.modality.split("-")) if summary.modality else (),
-        study_uid=summary.study_uid, crid_suffix=summary.crid_text,
-    )
-
-
-def place_without_clash(source: Path, folder: Path, parts: ZipNameParts) -> Path:
+def place_without_clash(source: Path, folder: Path, record: StudyRecord) -> Path:
     """Link ``source`` into ``folder`` under the first free name (``-2``, ``-3``… on the UID)."""
     for number in range(1, MAX_CLASH_NUMBER):
-        target = folder / zip_name(parts, number)
+        target = folder / zip_name(record, number)
         if link_without_overwrite(source, target):
             return target
-    raise FileExistsError(f"more than {MAX_CLASH_NUMBER} ZIPs named like {zip_name(parts)} in {folder}")
+    raise FileExistsError(f"more than {MAX_CLASH_NUMBER} ZIPs named like {zip_name(record)} in {folder}")
 
 
 def _start_writeback(archive: zipfile.ZipFile) -> None:
@@ -174,8 +153,9 @@ def _start_writeback(archive: zipfile.ZipFile) -> None:
 class Zipper:
     """Zips claimed studies; ``stop`` makes a running zip give up and leave the spool intact."""
 
-    def __init__(self, layout: StorageLayout, crid_tag: int | None, stop: threading.Event | None = None,
+    def __init__(self, layout: StorageLayout, crid_tag: Callable[[], int | None], stop: threading.Event | None = None,
                  progress: Callable[[], None] = lambda: None) -> None:
+        """``crid_tag`` gives the recipient-ID element in force (receive.crid_tag_*), read per study."""
         self.layout = layout
         self.crid_tag = crid_tag
         self.stop = stop or threading.Event()
@@ -183,10 +163,11 @@ class Zipper:
 
     def read_headers(self, study: PendingStudy) -> list[InstanceHeader]:
         files = sorted(study.folder.glob("*.dcm"))  # names start with the arrival number
+        crid_tag = self.crid_tag()  # one tag for the whole study, even when the settings change meanwhile
         headers = []
         for path in files:
             try:
-                headers.append(read_instance(path, self.crid_tag))
+                headers.append(read_instance(path, crid_tag))
             except Exception as err:  # noqa: BLE001 - any unreadable file fails the study visibly
                 raise ValueError(f"cannot read {path.name}: {err}") from err
         return headers
@@ -196,7 +177,7 @@ class Zipper:
         headers = self.read_headers(study)
         if not headers:
             raise ValueError("the study folder holds no images")
-        summary = summarize(headers, read_study_fields(headers[0].path))
+        summary = summarize(headers, read_study_record(headers[0].path))
         staging = self.layout.staging / f"{uuid.uuid4().hex}.zip.part"
         leftovers: list[str] = []
         try:
@@ -210,7 +191,7 @@ class Zipper:
             fsync_path(staging)
             summary = _with_leftovers(summary, [text for text in leftovers if text])
             inbox = self.layout.inbox_auto if summary.crids else self.layout.inbox_manual
-            target = place_without_clash(staging, inbox, name_parts(summary))
+            target = place_without_clash(staging, inbox, summary.record)
             fsync_path(inbox)
         finally:
             staging.unlink(missing_ok=True)
@@ -218,10 +199,10 @@ class Zipper:
 
     def move_to_failed(self, study: PendingStudy, reason: str) -> Path:
         """Keep the received files, as received, in Inbox_Failed with a reason.txt beside them."""
-        parts: ZipNameParts | None
+        parts: StudyRecord | None
         try:
             headers = self.read_headers(study)
-            parts = name_parts(summarize(headers, read_study_fields(headers[0].path)))
+            parts = summarize(headers, read_study_record(headers[0].path)).record
         except Exception:  # noqa: BLE001 - unreadable study: fall back to the spool key
             parts = None
         for number in range(1, MAX_CLASH_NUMBER):
@@ -236,13 +217,6 @@ class Zipper:
         (target / "reason.txt").write_text(reason.rstrip() + "\n", encoding="utf-8")
         fsync_path(self.layout.inbox_failed)
         return target
-
-
-def study_log_fields(summary: StudySummary) -> dict[str, Any]:
-    """The log book's study columns, formatted as the Log Book screen shows them."""
-    return {**log_columns(summary.patient_name, summary.birth_date, summary.study_date, summary.study_description,
-                          summary.modality),
-            "image_count": summary.image_count, "crid": summary.crid_text}
 
 
 def is_transient(err: BaseException) -> bool:

@@ -16,6 +16,7 @@ import tomlkit
 
 from bridge.engine import Engine
 from bridge.events import BridgeEvent, StudyRouted
+from bridge.runtime import configure_process
 from bridge.settings import Settings, default_document, load_settings
 
 from . import pacs, peers
@@ -73,6 +74,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             roots.extend(d.func for d in item._fixtureinfo.name2fixturedefs.get(name, ()))
         if reaches_peers(roots):
             item.add_marker(pytest.mark.peers)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _process_set_up_like_the_bridge() -> None:
+    """Tests drive the receiver, sender, fast path and zipper directly, without an engine: set the
+    process-wide switches as the engine and the command line do (``bridge.runtime``)."""
+    configure_process()
 
 
 def free_port() -> int:

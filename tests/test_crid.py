@@ -1,4 +1,4 @@
-"""Recipient-ID parsing (manual §3): prefix text survives, and no recipient-ID text is ever kept."""
+"""Recipient-ID parsing (README "What happens to a study"): prefix text survives, no recipient-ID text is kept."""
 
 import io
 import itertools

@@ -71,7 +71,9 @@ def _reads(data: bytes, size: int) -> Exception | None:
 def deflated_member(tmp_path: Path) -> bytes:
     import random
 
-    import bridge.zipper  # noqa: F401 - installs ISA-L as zipfile's zlib, as in the running bridge
+    from bridge.runtime import configure_process
+
+    configure_process()  # ISA-L as zipfile's zlib, as in the running bridge
 
     pixels = bytes(random.Random(13).choices(b"abcdefgh", k=512 * 1024))  # deflates about 2.5:1, in many blocks
     dicom = make_study(tmp_path / "deflate", count=1, customize=lambda d: setattr(d, "PixelData", pixels))

@@ -20,7 +20,7 @@ def test_tests_reaching_a_dicom_peer_are_marked(root):
     assert reaches_peers([root])
 
 
-@pytest.mark.parametrize("root", [test_naming.test_the_manuals_example, pki.make_pki],
+@pytest.mark.parametrize("root", [test_naming.test_the_readmes_example, pki.make_pki],
                          ids=lambda root: root.__name__)
 def test_tests_without_a_dicom_peer_are_not(root):
     assert not reaches_peers([root])  # openssl (pki) is a tool, not a DICOM peer

@@ -1,4 +1,7 @@
-"""Receiving end to end: DCMTK storescu sends, the bridge zips one ZIP per study (manual §2–§4)."""
+"""Receiving end to end: DCMTK storescu sends, the bridge zips one ZIP per study.
+
+README: "What happens to a study", "ZIP names".
+"""
 
 from __future__ import annotations
 

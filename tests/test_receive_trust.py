@@ -202,13 +202,13 @@ def test_same_sop_key_different_bytes_get_unique_names_also_after_a_restart(tmp_
         path.write_bytes(content)
         return path
 
-    aggregator = Aggregator(spool, timeout_seconds=60, clock=FakeClock())
+    aggregator = Aggregator(spool, lambda: 60, clock=FakeClock())
     assert aggregator.store("1.2", "1.2.3", arriving(b"one")).sop_key == "1.2.3"
     second = aggregator.store("1.2", "1.2.3", arriving(b"two"))
     assert (second.sop_key, second.renamed) == ("1.2.3-2", True)
     again = aggregator.store("1.2", "1.2.3", arriving(b"two"))  # an identical resend: stored once
     assert again.sop_key == "1.2.3-2" and again.study.image_count == 2
-    restarted = Aggregator(spool, timeout_seconds=60, clock=FakeClock())
+    restarted = Aggregator(spool, lambda: 60, clock=FakeClock())
     restarted.recover()
     third = restarted.store("1.2", "1.2.3", arriving(b"three"))
     assert third.sop_key == "1.2.3-3" and third.study.image_count == 3
@@ -247,7 +247,7 @@ def test_bytes_on_an_association_that_fed_the_study_keep_it_open(tmp_path):
     clock = FakeClock()
     spool = tmp_path / "spool"
     spool.mkdir()
-    aggregator = Aggregator(spool, timeout_seconds=2, clock=clock)
+    aggregator = Aggregator(spool, lambda: 2, clock=clock)
     aggregator.store("1.2.3", "1.2.3.1", _received(tmp_path / "in", "a"), association=7)
     for _ in range(10):  # a large image trickles in for 10 s: never quiet
         clock.now += 1.5
@@ -265,7 +265,7 @@ def test_an_ended_association_holds_nothing_and_others_studies_are_not_held(tmp_
     clock = FakeClock()
     spool = tmp_path / "spool"
     spool.mkdir()
-    aggregator = Aggregator(spool, timeout_seconds=2, clock=clock)
+    aggregator = Aggregator(spool, lambda: 2, clock=clock)
     aggregator.store("1.2.3", "1.2.3.1", _received(tmp_path / "in", "a"), association=1)
     aggregator.store("4.5.6", "4.5.6.1", _received(tmp_path / "in", "b"), association=2)
     clock.now += 1.5
@@ -280,7 +280,7 @@ def test_an_association_known_to_carry_a_studys_image_keeps_it_open(tmp_path):
     clock = FakeClock()
     spool = tmp_path / "spool"
     spool.mkdir()
-    aggregator = Aggregator(spool, timeout_seconds=2, clock=clock)
+    aggregator = Aggregator(spool, lambda: 2, clock=clock)
     aggregator.store("1.2.3", "1.2.3.1", _received(tmp_path / "in", "a"), association=1)
     aggregator.association_ended(1)
     clock.now += 1.5

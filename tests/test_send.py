@@ -1,4 +1,4 @@
-"""Sending (manual §5): ZIPs dropped in Outbox_Auto reach a real PACS (Orthanc, DCMTK storescp)."""
+"""Sending (README "What happens to a ZIP in Outbox_Auto"): ZIPs reach a real PACS (Orthanc, DCMTK storescp)."""
 
 from __future__ import annotations
 

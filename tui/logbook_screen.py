@@ -16,14 +16,19 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
-from bridge.session import FAILED, WARNING, LogEntry, can_send_again, can_zip_again
+from bridge.session import FAILED, STUDY_COLUMNS, WARNING, LogEntry, can_send_again, can_zip_again
 
 from .messages import SessionReplied
 from .status_bar import StatusBar
 
+# The study's columns after the patient, short ones first (they fit beside it); columns the study
+# record gains later come last, in its order.
+_SHORT_FIRST = ("modality", "image_count", "study_date")
+STUDY_CELLS = sorted((c for c in STUDY_COLUMNS if c.name != "patient_name"),
+                     key=lambda c: _SHORT_FIRST.index(c.name) if c.name in _SHORT_FIRST else len(_SHORT_FIRST))
 # (label, width): time, patient/what, status and action fit in 80 columns; the rest scroll.
-COLUMNS = (("Time", 14), ("Patient / what happened", 24), ("Status", 7), ("Action", 7), ("Mod.", 6), ("#", 4),
-           ("Study Date", 10), ("Birthday", 10), ("Study Description", 24), ("CRID", 24))
+COLUMNS = (("Time", 14), ("Patient / what happened", 24), ("Status", 7), ("Action", 7),
+           *((c.label, c.width) for c in STUDY_CELLS))
 ROW_STYLE = {FAILED: "bold red", WARNING: "yellow"}
 WIDE_ENOUGH = sum(width + 2 for _, width in COLUMNS)
 
@@ -35,8 +40,8 @@ def short_time(timestamp: str) -> str:
 
 def row_cells(entry: LogEntry) -> list[Text]:
     what = entry.patient_name or entry.detail
-    values = (short_time(entry.timestamp), what, entry.status, entry.action, entry.modality,
-              str(entry.image_count or ""), entry.study_date, entry.birth_date, entry.study_description, entry.crid)
+    values = (short_time(entry.timestamp), what, entry.status, entry.action,
+              *(str(getattr(entry, c.name) or "") for c in STUDY_CELLS))
     style = ROW_STYLE.get(entry.status, "")
     cells = [Text(value or "", style=style, no_wrap=True, overflow="ellipsis") for value in values]
     if not entry.patient_name:
@@ -48,17 +53,19 @@ def matches(entry: LogEntry, text: str) -> bool:
     """A filter word matches any column, the detail or the target (case-insensitive)."""
     if not text:
         return True
-    haystack = " ".join(str(v) for v in (entry.timestamp, entry.patient_name, entry.birth_date, entry.study_date,
-                                          entry.modality, entry.study_description, entry.action, entry.status,
-                                          entry.crid, entry.detail, entry.target)).lower()
+    haystack = " ".join(str(v) for v in (entry.timestamp, *(getattr(entry, c.name) for c in STUDY_COLUMNS),
+                                          entry.action, entry.status, entry.detail, entry.target)).lower()
     return all(word in haystack for word in text.lower().split())
+
+
+_AFTER_THE_STUDY = ("image_count", "crid")  # the detail pane words these itself
 
 
 def describe_entry(entry: LogEntry, reason: str = "") -> str:
     """The detail pane's text: the whole row; values are escaped (a patient name may contain '[')."""
     lines = [f"[b]{escape(entry.action)} {escape(entry.status)}[/] {escape(entry.timestamp)}"]
-    study = ", ".join(escape(v) for v in (entry.patient_name, entry.birth_date, entry.study_date, entry.modality,
-                                          entry.study_description) if v)
+    study = ", ".join(escape(str(value)) for value in (getattr(entry, c.name) for c in STUDY_COLUMNS
+                                                         if c.name not in _AFTER_THE_STUDY) if value)
     if study:
         lines.append(f"{study}; {entry.image_count} images" + (f"; {escape(entry.crid)}" if entry.crid else ""))
     if entry.detail:
