@@ -16,12 +16,15 @@ the DUL thread to the association thread and back. Here, inside the DUL thread:
 3. the dataset fragments of the following P-DATA-TF PDUs go from the socket (``recv_into`` a
    1 MiB buffer) into the file with ``os.write``, writeback being started every few MiB
    (``sync_file_range``) so that the final ``fdatasync`` (``receive.sync_before_ack``) finds
-   little left to do; the Study Instance UID is peeked from the first fragment for the
-   "bytes arrived" hook;
+   little left to do; the Study and SOP Instance UIDs are peeked from the first fragment (with
+   ``header_scan``'s walk, so they are what the receiver would read back from the file) for the
+   "bytes arrived" hook and for the handler;
 4. after the last fragment the EVT_C_STORE handlers are called exactly as pynetdicom's storage
    SCP calls them (``event.request``, ``event.dataset_path``, ``event.context``, an exception
-   answering 0xC211), the file is removed if the handler left it, and the C-STORE-RSP is sent
-   from bytes encoded by hand (identical to pynetdicom's; a test compares);
+   answering 0xC211), with what the stream taught left on the request (``_bridge_incomplete``,
+   ``_bridge_streamed``: :class:`StreamedFacts`) so the receiver neither re-reads the header
+   nor syncs the file twice; the file is removed if the handler left it, and the C-STORE-RSP is
+   sent from bytes encoded by hand (identical to pynetdicom's; a test compares);
 5. every other PDU and message (association negotiation, C-ECHO, release, abort, a command split
    over several fragments, anything unexpected) goes to pynetdicom unchanged.
 
