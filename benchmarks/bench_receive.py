@@ -13,7 +13,8 @@ always goes first on a warm or a cold machine):
 Per receiver: wall time of one storescu sending the whole study, and of four storescu sending a
 quarter each at once; receiver CPU milliseconds per image (user + system time of the receiving
 process and its children, read from /proc before and after the send: steadier than wall time on
-a shared machine). Reported as medians of ``--repeats`` runs (at least 5 for figures worth
+a shared machine, though it too grows when the machine is busy: so also as a ratio to storescp's
+in the same run). Reported as medians of ``--repeats`` runs (at least 5 for figures worth
 quoting) and as the median of the per-run ratios to storescp. Then the bridge's peak resident
 memory (VmHWM) while receiving a ~1 GB study, and how soon its ZIP follows the timeout.
 
@@ -249,8 +250,16 @@ def summarise(runs: dict[str, list[dict[str, float]]], key: str) -> dict[str, di
                  "cpu_ms_per_image": statistics.median(v["cpu_ms_per_image"] for v in values)}
         if reference and len(reference) == len(values):
             entry["ratio_to_storescp"] = statistics.median(v["s"] / r["s"] for v, r in zip(values, reference, strict=True))
+            # CPU time inflates on a busy machine (shared caches and cores): storescp's in the same run is the yardstick
+            entry["cpu_ratio_to_storescp"] = statistics.median(
+                v["cpu_ms_per_image"] / r["cpu_ms_per_image"] for v, r in zip(values, reference, strict=True))
         summary[kind] = entry
     return {key: summary} if key else summary
+
+
+def _cpu_ratio(entry: dict[str, float]) -> str:
+    ratio = entry.get("cpu_ratio_to_storescp")
+    return "" if ratio is None else f" ({ratio:4.2f}x storescp's)"
 
 
 def main() -> int:
@@ -289,7 +298,7 @@ def main() -> int:
                 ratio = entry.get("ratio_to_storescp")
                 print(f"  {kind:14s} {entry['median_s']:6.2f} s  "
                       f"{'' if ratio is None else f'{ratio:4.2f}x storescp  '}"
-                      f"CPU {entry['cpu_ms_per_image']:5.2f} ms/image", flush=True)
+                      f"CPU {entry['cpu_ms_per_image']:5.2f} ms/image{_cpu_ratio(entry)}", flush=True)
         if "bridge-sync" in kinds:
             zip_result = bridge_zip_and_memory(study, work / "runs")
             results["zip"] = zip_result

@@ -126,11 +126,14 @@ class Aggregator:
             self._changed.notify_all()
         return recovered
 
-    def store(self, study_uid: str, sop_uid: str, received_file: Path, association: int | None = None) -> Stored:
+    def store(self, study_uid: str, sop_uid: str, received_file: Path, association: int | None = None,
+              synced: bool = False) -> Stored:
         """Move a received file into its study's spool folder (identical resend: stored once).
 
         ``association`` (any int naming it) records that it fed this study: while it goes on
-        receiving, the study stays open.
+        receiving, the study stays open. ``synced``: the file's data is on stable storage already
+        (the fast path's fdatasync); syncing it again is not free: ext4 answers an fdatasync of a
+        clean file with a full disk-cache flush.
         """
         key = safe_key(study_uid)
         with self._changed:
@@ -144,7 +147,7 @@ class Aggregator:
                 study = PendingStudy(key=key, folder=folder, last_arrival=self.clock())
             sop_key = safe_key(sop_uid)
             stored_key, target = study.place(sop_key, received_file)
-            if self.sync_on_store:
+            if self.sync_on_store and not synced:
                 _sync_file(received_file)
             _move(received_file, target)
             if self.sync_on_store:

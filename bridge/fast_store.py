@@ -16,12 +16,15 @@ the DUL thread to the association thread and back. Here, inside the DUL thread:
 3. the dataset fragments of the following P-DATA-TF PDUs go from the socket (``recv_into`` a
    1 MiB buffer) into the file with ``os.write``, writeback being started every few MiB
    (``sync_file_range``) so that the final ``fdatasync`` (``receive.sync_before_ack``) finds
-   little left to do; the Study Instance UID is peeked from the first fragment for the
-   "bytes arrived" hook;
+   little left to do; the Study and SOP Instance UIDs are peeked from the first fragment (with
+   ``header_scan``'s walk, so they are what the receiver would read back from the file) for the
+   "bytes arrived" hook and for the handler;
 4. after the last fragment the EVT_C_STORE handlers are called exactly as pynetdicom's storage
    SCP calls them (``event.request``, ``event.dataset_path``, ``event.context``, an exception
-   answering 0xC211), the file is removed if the handler left it, and the C-STORE-RSP is sent
-   from bytes encoded by hand (identical to pynetdicom's; a test compares);
+   answering 0xC211), with what the stream taught left on the request (``_bridge_incomplete``,
+   ``_bridge_streamed``: :class:`StreamedFacts`) so the receiver neither re-reads the header
+   nor syncs the file twice; the file is removed if the handler left it, and the C-STORE-RSP is
+   sent from bytes encoded by hand (identical to pynetdicom's; a test compares);
 5. every other PDU and message (association negotiation, C-ECHO, release, abort, a command split
    over several fragments, anything unexpected) goes to pynetdicom unchanged.
 
@@ -62,6 +65,7 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
 
+from .header_scan import SCAN_BYTES, scan_dataset_start
 from .reactor import EventDrivenAssociation, EventDrivenDUL, _recv_exactly
 
 LOGGER = logging.getLogger(__name__)
@@ -71,9 +75,6 @@ STATUS_HANDLER_FAILED = 0xC211  # what pynetdicom answers when the EVT_C_STORE h
 BUFFER_BYTES = 1024 * 1024
 WRITEBACK_STEP = 256 * 1024  # start writeback often: a 512 kB CT image is then mostly on disk at its end
 SMALL_PDU = 64 * 1024  # a C-STORE-RQ command set is a few hundred bytes
-IMPLICIT_LITTLE = "1.2.840.10008.1.2"
-BIG_ENDIAN = "1.2.840.10008.1.2.2"
-DEFLATED = "1.2.840.10008.1.2.1.99"
 
 # Events whose handlers would miss what the fast path handles itself.
 LOW_LEVEL_EVENTS = (evt.EVT_DATA_RECV, evt.EVT_PDU_RECV, evt.EVT_DIMSE_RECV,
@@ -106,6 +107,19 @@ class FastStoreOptions:
     """The receiver's choices for the fast path."""
 
     sync_before_ack: bool = True
+
+
+@dataclass(frozen=True)
+class StreamedFacts:
+    """What the fast path learnt while streaming an image, left on its request for the handler.
+
+    ``identity``: raw (0008,0018)/(0020,000D) values peeked from the first fragment ({} or one of
+    them missing: certainly absent at the top level), None when the peek was not certain;
+    ``synced``: the file's data is on stable storage already (``receive.sync_before_ack``).
+    """
+
+    identity: dict[int, bytes] | None
+    synced: bool
 
 
 # -- encoding by hand (byte-identical to pynetdicom/pydicom; see tests/test_fast_path.py) ---------
@@ -179,35 +193,21 @@ def _us(value: bytes | None) -> int | None:
     return struct.unpack("<H", value)[0] if value is not None and len(value) == 2 else None
 
 
-_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
+SOP_INSTANCE_TAG, STUDY_INSTANCE_TAG = 0x00080018, 0x0020000D
+
+
+def peek_identity(data: bytes | memoryview, transfer_syntax: str) -> dict[int, bytes] | None:
+    """Raw values of SOP Instance UID (0008,0018) and Study Instance UID (0020,000D) at the top level
+    of a dataset's first bytes, read by ``header_scan``'s walk (so exactly what ``read_identity``
+    would read from the file; a tag walked past is absent); None when ``data`` does not settle both."""
+    return scan_dataset_start(bytes(data[:SCAN_BYTES]), transfer_syntax, {SOP_INSTANCE_TAG, STUDY_INSTANCE_TAG})
 
 
 def peek_study_uid(data: bytes | memoryview, transfer_syntax: str) -> str | None:
     """Study Instance UID (0020,000D) from the start of a dataset, when it is in ``data``."""
-    if transfer_syntax in (BIG_ENDIAN, DEFLATED):
-        return None
-    explicit = transfer_syntax != IMPLICIT_LITTLE
-    position, end = 0, len(data)
-    while position + 8 <= end:
-        group, element = struct.unpack_from("<HH", data, position)
-        tag = (group << 16) | element
-        if tag > 0x0020000D:
-            return None
-        if explicit and bytes(data[position + 4:position + 6]) in _LONG_VRS:
-            if position + 12 > end:
-                return None
-            length, header = struct.unpack_from("<L", data, position + 8)[0], 12
-        elif explicit:
-            length, header = struct.unpack_from("<H", data, position + 6)[0], 8
-        else:
-            length, header = struct.unpack_from("<L", data, position + 4)[0], 8
-        if length == 0xFFFFFFFF:
-            return None
-        if tag == 0x0020000D:
-            value = bytes(data[position + header:position + header + length])
-            return _text(value) if len(value) == length else None
-        position += header + length
-    return None
+    found = peek_identity(data, transfer_syntax)
+    value = None if found is None else found.get(STUDY_INSTANCE_TAG)
+    return None if value is None else _text(value)
 
 
 # -- writeback ------------------------------------------------------------------------------------
@@ -255,6 +255,8 @@ class _InFlight:
         self.writeback = writeback
         self.walker: Any = None  # Guards.dataset_walker's object, fed the dataset bytes
         self.incomplete: Exception | None = None
+        self.identity: dict[int, bytes] | None = None  # peek_identity of the first fragment
+        self.synced = False  # fdatasync done: the receiver need not sync the file again
 
     def write(self, data: memoryview) -> None:
         if self.fd is None:
@@ -296,6 +298,7 @@ class _InFlight:
         try:
             if sync and self.error is None:
                 durable(fd)
+                self.synced = True
         except OSError as err:
             self.error = err
         finally:
@@ -537,7 +540,9 @@ class FastStoreDUL(EventDrivenDUL):
     def _first_fragment(self, store: _InFlight, data: memoryview) -> None:
         """Peek the Study Instance UID and tell the "bytes arrived" hook at once."""
         store.first_fragment = False
-        self.study_in_flight = peek_study_uid(data, store.transfer_syntax)
+        store.identity = peek_identity(data, store.transfer_syntax)
+        study = None if store.identity is None else store.identity.get(STUDY_INSTANCE_TAG)
+        self.study_in_flight = None if study is None else _text(study)
         if self.study_in_flight is not None:
             self._last_bytes_hook = 0.0
             self._after_bytes(None)
@@ -564,6 +569,8 @@ class FastStoreDUL(EventDrivenDUL):
         if store.walker is not None or store.incomplete is not None:
             store.finish_walk()
             request._bridge_incomplete = store.incomplete  # type: ignore[attr-defined]
+        # what the receiver would otherwise read back from the file or sync again (see StreamedFacts)
+        request._bridge_streamed = StreamedFacts(identity=store.identity, synced=store.synced)  # type: ignore[attr-defined]
         status: int | None
         if store.error is not None:
             status = STATUS_OUT_OF_RESOURCES

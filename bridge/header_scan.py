@@ -48,7 +48,12 @@ class HeaderScan:
 
     def text(self, tag: int) -> str:
         element = self.elements.get(tag)
-        return element.value.rstrip(b"\x00 ").decode("ascii", "replace").strip() if element else ""
+        return element_text(element.value) if element else ""
+
+
+def element_text(value: bytes) -> str:
+    """A text element's raw value as the bridge reads it (padding and spaces stripped)."""
+    return value.rstrip(b"\x00 ").decode("ascii", "replace").strip()
 
 
 class _Walker:
@@ -150,22 +155,44 @@ def scan_header(path: Path, wanted: set[int]) -> HeaderScan | None:
         if syntax == DEFLATED_TS:
             return None
         walker = _Walker(head, ">" if syntax == EXPLICIT_BE_TS else "<", implicit=syntax == IMPLICIT_LE_TS)
-        last_wanted = max(wanted)
-        elements: dict[int, RawElement] = {}
-        group_lengths: dict[int, int] = {}
-        while True:
-            if pos == len(head) and len(head) < SCAN_BYTES:
-                break  # end of a small file
-            tag, vr, start, length = walker.element(pos)
-            if tag > last_wanted:
-                break
-            if tag in wanted:
-                if length == UNDEFINED or start + length > len(head):
-                    raise _Unsure
-                elements[tag] = RawElement(tag, vr, pos, start, length, head[start : start + length])
-            elif tag & 0xFFFF == 0 and length == 4:
-                group_lengths[tag >> 16] = start
-            pos = walker.skip_value(vr, start, length)
+        elements, group_lengths = _top_level(walker, pos, wanted, ends_file=len(head) < SCAN_BYTES)
     except (_Unsure, struct.error):
         return None
     return HeaderScan(syntax, walker.implicit, walker.order == "<", elements, group_lengths)
+
+
+def scan_dataset_start(data: bytes, syntax: str, wanted: set[int]) -> dict[int, bytes] | None:
+    """Raw values of the ``wanted`` top-level tags in the first bytes of a dataset (no file meta),
+    as ``scan_header`` reads them from a file; None when ``data`` ends before the walk is sure."""
+    if syntax == DEFLATED_TS:
+        return None
+    walker = _Walker(data, ">" if syntax == EXPLICIT_BE_TS else "<", implicit=syntax == IMPLICIT_LE_TS)
+    try:
+        elements, _ = _top_level(walker, 0, wanted, ends_file=False)
+    except (_Unsure, struct.error):
+        return None
+    return {tag: element.value for tag, element in elements.items()}
+
+
+def _top_level(walker: _Walker, pos: int, wanted: set[int],
+               ends_file: bool) -> tuple[dict[int, RawElement], dict[int, int]]:
+    """The wanted elements and the group lengths up to the last wanted tag; _Unsure if the bytes end first
+    (unless ``ends_file``: the bytes are the whole file, so a tag not met is absent)."""
+    head = walker.head
+    last_wanted = max(wanted)
+    elements: dict[int, RawElement] = {}
+    group_lengths: dict[int, int] = {}
+    while True:
+        if pos == len(head) and ends_file:
+            break  # end of a small file
+        tag, vr, start, length = walker.element(pos)
+        if tag > last_wanted:
+            break
+        if tag in wanted:
+            if length == UNDEFINED or start + length > len(head):
+                raise _Unsure
+            elements[tag] = RawElement(tag, vr, pos, start, length, head[start : start + length])
+        elif tag & 0xFFFF == 0 and length == 4:
+            group_lengths[tag >> 16] = start
+        pos = walker.skip_value(vr, start, length)
+    return elements, group_lengths

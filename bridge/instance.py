@@ -13,7 +13,7 @@ from pydicom.uid import UID
 
 from .crid import CridSplit, split_crids
 from .dicom_patch import DEFLATED_TS, ElementSpan, find_element, make_span
-from .header_scan import scan_header
+from .header_scan import element_text, scan_header
 from .study_record import StudyRecord
 
 
@@ -77,6 +77,15 @@ def read_identity(path: Path) -> ReceivedIdentity:
     if not study_uid:
         raise MissingStudyUid("the image has no Study Instance UID (0020,000D), or an empty one")
     return ReceivedIdentity(study_uid=study_uid, sop_uid=sop_uid)
+
+
+def identity_from_values(values: dict[int, bytes]) -> ReceivedIdentity:
+    """The identity ``read_identity`` would find, from raw top-level values read while the image
+    streamed in (``bridge.fast_store.peek_identity``): an absent tag is an empty value."""
+    study_uid = element_text(values.get(STUDY_INSTANCE_UID, b""))
+    if not study_uid:
+        raise MissingStudyUid("the image has no Study Instance UID (0020,000D), or an empty one")
+    return ReceivedIdentity(study_uid=study_uid, sop_uid=element_text(values.get(SOP_INSTANCE_UID, b"")))
 
 
 def read_study_uid(path: Path) -> str:

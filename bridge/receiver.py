@@ -34,8 +34,8 @@ from .aggregator import Aggregator, safe_key
 from .commitment import CommitmentLedger, accept_reports
 from .dataset_check import DatasetWalker, IncompleteDataset, check_file
 from .events import EventBus, InstanceStored, ReceiverStateChanged
-from .fast_store import FastStoreAssociation, FastStoreOptions, cut_off_notice
-from .instance import MissingStudyUid, read_identity
+from .fast_store import FastStoreAssociation, FastStoreOptions, StreamedFacts, cut_off_notice
+from .instance import MissingStudyUid, identity_from_values, read_identity
 from .layout import StorageLayout, free_megabytes
 from .logbook import FAILED, RECEIVE, WARNING, LogBook, LogEntry
 from .net import NAGLE_OFF
@@ -279,12 +279,14 @@ class Receiver:
                          f"images are refused (0xA700) so the PACS keeps and retries them", needs_attention=True)
             return STATUS_OUT_OF_RESOURCES
         walked = getattr(event.request, "_bridge_incomplete", _NOT_WALKED)  # the fast path's verdict
+        streamed: StreamedFacts | None = getattr(event.request, "_bridge_streamed", None)
         try:
             if walked is _NOT_WALKED:
                 check_file(received)  # pynetdicom's path: walk the file now
             elif isinstance(walked, BaseException):
                 raise walked
-            identity = read_identity(received)
+            peeked = streamed.identity if streamed is not None else None  # None: pynetdicom's path, or unsure
+            identity = identity_from_values(peeked) if peeked is not None else read_identity(received)
         except IncompleteDataset as err:
             return self._keep_refused(received, command_sop_uid, calling,
                                       f"is not readable DICOM, it is incomplete: {err}", STATUS_CANNOT_UNDERSTAND)
@@ -297,7 +299,8 @@ class Receiver:
                                       STATUS_CANNOT_UNDERSTAND)
         sop_uid = identity.sop_uid or command_sop_uid
         try:
-            stored = self.aggregator.store(identity.study_uid, sop_uid, received, association=id(event.assoc))
+            stored = self.aggregator.store(identity.study_uid, sop_uid, received, association=id(event.assoc),
+                                           synced=streamed is not None and streamed.synced)
         except OSError as err:
             self._refuse(f"io:{err.errno}", f"cannot store an image from {calling} in the spool: "
                          f"{err.strerror or err}; answered 0xA700 so the PACS retries")

@@ -28,7 +28,7 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import create_file_meta
 from pynetdicom.pdu import P_DATA_TF
 
-from bridge import fast_store, reactor
+from bridge import fast_store, instance, reactor
 from bridge.fast_store import FastStoreAssociation, FastStoreDUL, FastStoreOptions
 from bridge.logbook import WARNING
 from bridge.reactor import EventDrivenAssociation, Guards, start_server
@@ -153,6 +153,60 @@ def test_study_uid_is_peeked_from_the_first_fragment():
         syntax = str(data.file_meta.TransferSyntaxUID)
         assert fast_store.peek_study_uid(raw[start:], syntax) == data.StudyInstanceUID
         assert fast_store.peek_study_uid(raw[start:start + 40], syntax) is None  # not in the bytes yet
+
+
+def test_identity_peeked_from_the_first_fragment_is_what_the_file_walk_reads():
+    """peek_identity either settles both UIDs exactly as read_identity reads the file, or says it cannot."""
+    settled = 0
+    for name in REAL_FILES:
+        path = Path(get_testdata_file(name))
+        raw = path.read_bytes()
+        start = 132 + 12 + int.from_bytes(raw[140:144], "little")
+        syntax = str(dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID)
+        values = fast_store.peek_identity(raw[start:], syntax)
+        if values is not None:
+            settled += 1
+            assert instance.identity_from_values(values) == instance.read_identity(path), name
+        for cut in (10, 60, 200):  # a first fragment cut before (0020,000D): not settled
+            partial = fast_store.peek_identity(raw[start:start + cut], syntax)
+            assert partial is None or fast_store.STUDY_INSTANCE_TAG in partial, (name, cut)
+    assert settled == len(REAL_FILES) - 1  # only the deflated file needs reading back
+
+
+def test_identity_from_values_without_a_study_uid_is_refused_like_the_file_walk():
+    with pytest.raises(instance.MissingStudyUid):
+        instance.identity_from_values({fast_store.SOP_INSTANCE_TAG: b"1.2.3\0"})
+    assert instance.identity_from_values({fast_store.STUDY_INSTANCE_TAG: b"1.2 "}).sop_uid == ""
+
+
+def test_the_receiver_files_fast_path_images_by_the_peeked_uids_without_syncing_twice(bridge_settings, tmp_path,
+                                                                                     monkeypatch):
+    """On the fast path the handler neither re-reads the file's header nor fdatasyncs it again
+    (sync_before_ack on: the fast path synced it before the handler ran); the folder is still synced."""
+    from bridge import aggregator, receiver
+
+    def no_read(path):
+        raise AssertionError(f"read_identity called for {path}")
+
+    synced_files: list[Path] = []
+    synced_folders: list[Path] = []
+    monkeypatch.setattr(receiver, "read_identity", no_read)
+    monkeypatch.setattr(aggregator, "_sync_file", synced_files.append)
+    monkeypatch.setattr(aggregator, "_sync_folder", synced_folders.append)
+    running = start_running_bridge(replace(bridge_settings, receive_timeout_seconds=3600))
+    try:
+        assert running.engine.settings.receive_sync_before_ack
+        study = make_study(tmp_path / "s", count=3)
+        before = FastStoreDUL.handled
+        run_storescu(running.port, [str(f) for f in study.files])
+        assert FastStoreDUL.handled - before == 3
+        (pending,) = running.engine.aggregator.pending()
+        assert pending.key == dcmread(study.files[0]).StudyInstanceUID
+        assert sorted(pending.files) == sorted(dcmread(f).SOPInstanceUID for f in study.files)
+    finally:
+        running.engine.stop(grace_seconds=2)
+    assert synced_files == []
+    assert synced_folders.count(pending.folder) == 3  # each rename made durable before its answer
 
 
 # -- every byte the fast path writes is what pynetdicom's path writes ---------------------------
