@@ -20,7 +20,7 @@ from .layout import StorageLayout
 from .logbook import FAILED, SEND, SUCCESS, WARNING, LogBook, LogEntry
 from .outbox import study_columns
 from .pacs import send_options
-from .part10 import NO_META_MAX_BYTES, is_dicomdir, part10_copy
+from .part10 import NO_META_MAX_BYTES, is_dicomdir, may_be_data_set, part10_copy
 from .safe_unzip import HEAD_BYTES, ZipRejected, ZipUnpacker
 from .sender import FileMeta, SendReport, TransientSendError, conversion_summary, send_with_retries
 from .settings import Settings
@@ -36,9 +36,10 @@ def folder_files(folder: Path, work: Path) -> tuple[list[FileMeta], list[str]]:
     metas, skipped = [], []
     for number, path in enumerate(sorted(p for p in folder.rglob("*") if p.is_file()), start=1):
         with open(path, "rb") as handle:
-            found = file_meta_from_head(handle.read(HEAD_BYTES))
+            head = handle.read(HEAD_BYTES)
+        found = file_meta_from_head(head)
         source = path
-        if found is None and path.stat().st_size <= NO_META_MAX_BYTES:
+        if found is None and may_be_data_set(head) and path.stat().st_size <= NO_META_MAX_BYTES:
             work.mkdir(parents=True, exist_ok=True)
             source = work / f"{number:06d}.dcm"
             found = part10_copy(path, source)

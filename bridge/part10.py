@@ -21,6 +21,15 @@ MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 NO_META_MAX_BYTES = 2 * 1024**3  # pydicom reads such a data set whole; larger files are not tried
 
 
+def may_be_data_set(head: bytes) -> bool:
+    """A data set without file meta starts with a group 0008 element (little or big endian).
+
+    Checked before pydicom reads a whole file with ``force=True``: a large PDF or video in a
+    ZIP is then not parsed at all.
+    """
+    return head[:2] in (b"\x08\x00", b"\x00\x08")
+
+
 def is_dicomdir(sop_class: str) -> bool:
     return sop_class == MEDIA_STORAGE_DIRECTORY
 

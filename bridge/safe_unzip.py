@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from .header_scan import file_meta_from_head
-from .part10 import NO_META_MAX_BYTES, is_dicomdir, part10_copy
+from .part10 import NO_META_MAX_BYTES, is_dicomdir, may_be_data_set, part10_copy
 from .sender import FileMeta
 
 MAX_ENTRIES = 50_000
@@ -110,8 +110,9 @@ class ZipUnpacker:
         self.work.mkdir(parents=True, exist_ok=True)
         for number, info in enumerate(check_entries(self._archive), start=1):
             target = self.work / f"{number:06d}.dcm"
-            found = file_meta_from_head(self._read_head(info))
-            if found is None:
+            head = self._read_head(info)
+            found = file_meta_from_head(head)
+            if found is None and may_be_data_set(head):
                 found = self._without_meta(info, target)
             if found is None:
                 self.skipped.append(f"{info.filename}: not a DICOM file")

@@ -17,6 +17,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, 
 
 from bridge.adhoc_send import send_path
 from bridge.logbook import FAILED, SUCCESS, WARNING
+from bridge.part10 import may_be_data_set, part10_copy
 from bridge.settings import load_settings
 from bridge.transcode import LOSSY_METHOD
 
@@ -210,3 +211,24 @@ def test_send_command_converts_and_skips_dicomdir_in_a_folder(tmp_path):
         assert set(orthanc.sop_uids()) == expected
     finally:
         orthanc.stop()
+
+
+@pytest.mark.parametrize(("name", "syntax"), [("ExplVR_LitEndNoMeta.dcm", ExplicitVRLittleEndian),
+                                              ("ExplVR_BigEndNoMeta.dcm", "1.2.840.10008.1.2.2")])
+def test_a_data_set_without_file_meta_gets_a_part10_copy_with_the_same_values(tmp_path, name, syntax):
+    source = TEST_FILES / name
+    assert may_be_data_set(source.read_bytes()[:16])
+    found = part10_copy(source, tmp_path / "copy.dcm")
+    original = dcmread(source, force=True)
+    assert found == (str(original.SOPClassUID), str(original.SOPInstanceUID), syntax)
+    copy = dcmread(tmp_path / "copy.dcm")  # without force: a proper Part-10 file now
+    assert copy.file_meta.TransferSyntaxUID == syntax and without_meta(copy) == without_meta(original)
+
+
+def test_files_that_are_not_sendable_data_sets_get_no_copy(tmp_path):
+    pdf = tmp_path / "report.pdf"
+    pdf.write_bytes(b"%PDF-1.4\n" + bytes(range(256)) * 40)
+    assert not may_be_data_set(pdf.read_bytes())
+    assert part10_copy(pdf, tmp_path / "a.dcm") is None
+    assert part10_copy(TEST_FILES / "no_meta.dcm", tmp_path / "b.dcm") is None  # no SOP class/instance: no C-STORE
+    assert not (tmp_path / "a.dcm").exists() and not (tmp_path / "b.dcm").exists()
