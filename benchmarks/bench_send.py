@@ -83,7 +83,7 @@ def bench_bridge(zip_path: Path, work: Path, parallel: int, images: int, peer: s
         dropped = store / "Outbox_Auto" / zip_path.name
         os.replace(staged, dropped)
         deadline = started + 1800
-        while (dropped.exists() or any((store / ".bridge" / "outbox").glob("*.zip"))) and time.perf_counter() < deadline:
+        while (dropped.exists() or any((store / ".bridge" / "outbox").rglob("*.zip"))) and time.perf_counter() < deadline:
             time.sleep(0.01)
         seconds = time.perf_counter() - started
         cpu_ms = (cpu_seconds(proc.pid) - cpu_before) * 1000 / images
