@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""Send benchmark: a 500-image CT study as a ZIP in Outbox_Auto → Orthanc, beside DCMTK storescu.
+"""Send benchmark: a 500-image CT study as a ZIP in Outbox_Auto → Orthanc / storescp, beside DCMTK storescu.
 
-One run, same machine, loopback, Orthanc with TCP_NODELAY=1 (a fresh Orthanc per measurement):
-  1. DCMTK storescu of the unzipped files → Orthanc
+Alternating runs, same machine, loopback, peers with TCP_NODELAY=1 (a fresh peer per measurement):
+  1. DCMTK storescu of the unzipped files → Orthanc, and → DCMTK storescp
   2. DicomBridge from the ZIP's drop into Outbox_Auto until the ZIP is deleted (everything
-     stored), with 1 and with 4 parallel associations
+     stored): into Orthanc with 1 and 4 parallel associations, into storescp with 1; and the
+     bridge process's CPU time per image (the machine is shared: CPU ms tell more than seconds)
   3. peak memory (VmHWM) of the bridge while sending a ~1 GB ZIP
 
     python benchmarks/bench_send.py [--images 500] [--big-images 2000]
@@ -30,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.bench_receive import make_ct_study, peak_rss_mb, send  # noqa: E402
 from bridge.zipper import isal_zlib  # noqa: E402,F401  (zipfile deflates with ISA-L, as the bridge does)
 from tests.conftest import write_config  # noqa: E402
-from tests.pacs import Orthanc  # noqa: E402
+from tests.pacs import Orthanc, StoreSCP  # noqa: E402
 
 
 def make_zip(study: Path, target: Path) -> Path:
@@ -48,8 +49,22 @@ def bench_storescu(study: Path, work: Path) -> float:
         orthanc.stop()
 
 
-def bench_bridge(zip_path: Path, work: Path, parallel: int, images: int) -> dict[str, float]:
-    orthanc = Orthanc(work / "orthanc")
+def bench_storescu_to_storescp(study: Path, work: Path) -> float:
+    scp = StoreSCP(work / "scp")
+    try:
+        return send(study, scp.port, scp.aet)
+    finally:
+        scp.stop()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/PID/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_bridge(zip_path: Path, work: Path, parallel: int, images: int, peer: str = "orthanc") -> dict[str, float]:
+    orthanc = Orthanc(work / "orthanc") if peer == "orthanc" else StoreSCP(work / "scp")
     store = work / "store"
     config = write_config(work / "bridge.toml", general__storage_folder=str(store), general__min_free_mb=0,
                           receive__enabled=False, send__enabled=True, send__host="127.0.0.1",
@@ -64,21 +79,23 @@ def bench_bridge(zip_path: Path, work: Path, parallel: int, images: int) -> dict
         staged = store / zip_path.name
         os.link(zip_path, staged)  # same file system as the outbox: the drop is a rename
         started = time.perf_counter()
+        cpu_before = cpu_seconds(proc.pid)
         dropped = store / "Outbox_Auto" / zip_path.name
         os.replace(staged, dropped)
         deadline = started + 1800
-        while (dropped.exists() or any((store / ".bridge" / "outbox").glob("*.zip"))) and time.perf_counter() < deadline:
+        while (dropped.exists() or any((store / ".bridge" / "outbox").rglob("*.zip"))) and time.perf_counter() < deadline:
             time.sleep(0.01)
         seconds = time.perf_counter() - started
+        cpu_ms = (cpu_seconds(proc.pid) - cpu_before) * 1000 / images
         failed = list((store / "Outbox_Failed").iterdir())
-        stored = len(orthanc.sop_uids())
+        stored = len(orthanc.sop_uids()) if isinstance(orthanc, Orthanc) else len(list(orthanc.folder.iterdir()))
         peak = peak_rss_mb(proc.pid)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)
         orthanc.stop()
     assert not failed and stored == images, f"send incomplete: {stored}/{images}, failed {failed}"
-    return {"seconds": seconds, "peak_rss_mb": peak}
+    return {"seconds": seconds, "peak_rss_mb": peak, "cpu_ms_per_image": cpu_ms}
 
 
 def main() -> int:
@@ -94,19 +111,33 @@ def main() -> int:
         zip_path = make_zip(study, work / "study.zip")
         print(f"study: {args.images} images, {sum(p.stat().st_size for p in study.iterdir()) / 1e6:.0f} MB, "
               f"ZIP {zip_path.stat().st_size / 1e6:.0f} MB; {args.repeats} runs, medians", flush=True)
-        runs: dict[str, list[float]] = {"storescu": [], "bridge1": [], "bridge4": []}
+        runs: dict[str, list[float]] = {name: [] for name in (
+            "storescu", "bridge1", "bridge4", "storescu_scp", "bridge_scp", "cpu_ms_orthanc4", "cpu_ms_scp")}
         for run in range(args.repeats):
             runs["storescu"].append(bench_storescu(study, work / f"o{run}"))
             runs["bridge1"].append(bench_bridge(zip_path, work / f"b1-{run}", 1, args.images)["seconds"])
-            runs["bridge4"].append(bench_bridge(zip_path, work / f"b4-{run}", 4, args.images)["seconds"])
-            print("  run {}: storescu {:.2f} s, bridge ×1 {:.2f} s, bridge ×4 {:.2f} s".format(
-                run + 1, runs["storescu"][-1], runs["bridge1"][-1], runs["bridge4"][-1]), flush=True)
+            four = bench_bridge(zip_path, work / f"b4-{run}", 4, args.images)
+            runs["bridge4"].append(four["seconds"])
+            runs["cpu_ms_orthanc4"].append(four["cpu_ms_per_image"])
+            runs["storescu_scp"].append(bench_storescu_to_storescp(study, work / f"s{run}"))
+            one = bench_bridge(zip_path, work / f"bs-{run}", 1, args.images, peer="storescp")
+            runs["bridge_scp"].append(one["seconds"])
+            runs["cpu_ms_scp"].append(one["cpu_ms_per_image"])
+            print("  run {}: Orthanc: storescu {:.2f} s, bridge ×1 {:.2f} s, ×4 {:.2f} s; storescp: storescu {:.2f} s, "
+                  "bridge ×1 {:.2f} s".format(run + 1, runs["storescu"][-1], runs["bridge1"][-1], runs["bridge4"][-1],
+                                              runs["storescu_scp"][-1], runs["bridge_scp"][-1]), flush=True)
         medians = {name: statistics.median(values) for name, values in runs.items()}
         base = medians["storescu"]
         print(f"DCMTK storescu → Orthanc            {base:6.2f} s", flush=True)
         for name, label in (("bridge1", "1 association "), ("bridge4", "4 associations")):
             print(f"DicomBridge ZIP → Orthanc, {label} {medians[name]:6.2f} s  ({medians[name] / base:.2f}x storescu)",
                   flush=True)
+        scp_base = medians["storescu_scp"]
+        print(f"DCMTK storescu → storescp           {scp_base:6.2f} s", flush=True)
+        print(f"DicomBridge ZIP → storescp, 1 assoc. {medians['bridge_scp']:6.2f} s  "
+              f"({medians['bridge_scp'] / scp_base:.2f}x storescu)", flush=True)
+        print(f"bridge CPU per image: {medians['cpu_ms_orthanc4']:.2f} ms (Orthanc ×4), "
+              f"{medians['cpu_ms_scp']:.2f} ms (storescp ×1)", flush=True)
         results: dict[str, object] = {"images": args.images, "medians": medians, "runs": runs}
         if args.big_images:
             big = make_ct_study(work / "big", args.big_images)

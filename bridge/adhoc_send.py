@@ -20,30 +20,39 @@ from .layout import StorageLayout
 from .logbook import FAILED, SEND, SUCCESS, WARNING, LogBook, LogEntry
 from .outbox import study_columns
 from .pacs import send_options
+from .part10 import NO_META_MAX_BYTES, is_dicomdir, may_be_data_set, part10_copy
 from .safe_unzip import HEAD_BYTES, ZipRejected, ZipUnpacker
-from .sender import FileMeta, SendReport, TransientSendError, send_with_retries
+from .sender import FileMeta, SendReport, TransientSendError, conversion_summary, send_with_retries
 from .settings import Settings
 
 Progress = Callable[[int, int], None]
 
 
-def folder_files(folder: Path) -> tuple[list[FileMeta], list[str]]:
-    """DICOM files under ``folder`` with their meta; the rest (and DICOMDIR) as skipped notes."""
+def folder_files(folder: Path, work: Path) -> tuple[list[FileMeta], list[str]]:
+    """DICOM files under ``folder`` with their meta; the rest (and DICOMDIRs) as skipped notes.
+
+    A data set without file meta is sent from a Part-10 copy written into ``work`` (``part10``).
+    """
     metas, skipped = [], []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        if path.name.upper() == "DICOMDIR":
-            skipped.append(f"{path}: DICOMDIR (not an image)")
-            continue
+    for number, path in enumerate(sorted(p for p in folder.rglob("*") if p.is_file()), start=1):
         with open(path, "rb") as handle:
-            found = file_meta_from_head(handle.read(HEAD_BYTES))
+            head = handle.read(HEAD_BYTES)
+        found = file_meta_from_head(head)
+        source = path
+        if found is None and may_be_data_set(head) and path.stat().st_size <= NO_META_MAX_BYTES:
+            work.mkdir(parents=True, exist_ok=True)
+            source = work / f"{number:06d}.dcm"
+            found = part10_copy(path, source)
         if found is None:
             skipped.append(f"{path}: not a DICOM file")
+        elif is_dicomdir(found[0]):
+            skipped.append(f"{path}: DICOMDIR (an index, not an image)")
         else:
-            metas.append(FileMeta(path, *found))
+            metas.append(FileMeta(source, *found, label=str(path) if source != path else ""))
     return metas, skipped
 
 
-def _send(settings: Settings, metas: list[FileMeta], progress: Progress) -> SendReport:
+def _send(settings: Settings, metas: list[FileMeta], progress: Progress, work: Path) -> SendReport:
     started = [0]
     lock = threading.Lock()
 
@@ -60,14 +69,15 @@ def _send(settings: Settings, metas: list[FileMeta], progress: Progress) -> Send
     options = send_options(settings)
     return send_with_retries(options.target, metas, SendReport(), retries=options.retries,
                              retry_delay_seconds=options.retry_delay_seconds,
-                             parallel=options.parallel_associations, wait=count, pause=pause)
+                             parallel=options.parallel_associations, wait=count, pause=pause,
+                             convert_into=work / "converted")
 
 
 def send_path(path: Path, settings: Settings, progress: Progress) -> tuple[SendReport, list[str], int]:
     """Send a folder or ZIP; returns (report, skipped notes, number of DICOM files)."""
     with tempfile.TemporaryDirectory(prefix="dicombridge-send-") as work:
         if path.is_dir():
-            metas, skipped = folder_files(path)
+            metas, skipped = folder_files(path, Path(work) / "without-meta")
         elif zipfile.is_zipfile(path):
             unpacker = ZipUnpacker(path, Path(work) / "unpacked")
             try:
@@ -80,7 +90,7 @@ def send_path(path: Path, settings: Settings, progress: Progress) -> tuple[SendR
             raise ZipRejected(f"{path} is neither a folder nor a ZIP file")
         if not metas:
             raise ZipRejected(f"{path} holds no DICOM files")
-        report = _send(settings, metas, progress)
+        report = _send(settings, metas, progress, Path(work))
         _log(settings, path, report, skipped, metas)
     return report, skipped, len(metas)
 
@@ -92,7 +102,8 @@ def _log(settings: Settings, path: Path, report: SendReport, skipped: list[str],
     try:
         status = FAILED if report.failed else WARNING if (report.warnings or skipped) else SUCCESS
         detail = (f"dicombridge send {path}: {len(report.delivered)} stored, {len(report.warnings)} with warnings, "
-                  f"{len(report.failed)} failed" + (f"; skipped {len(skipped)}" if skipped else ""))
+                  f"{len(report.failed)} failed" + (f"; skipped {len(skipped)}" if skipped else "")
+                  + (f"; {conversion_summary(report.converted)}" if report.converted else ""))
         logbook.add(LogEntry(action=SEND, status=status, detail=detail, image_count=len(metas), target=str(path),
                              **study_columns([m.path for m in metas])))
     finally:
@@ -127,6 +138,8 @@ def run_send(path: Path, settings: Settings, show_progress: bool = True) -> int:
     print(file=sys.stderr)
     print(f"sent {len(report.delivered)} of {total}: {len(report.warnings)} with warnings, "
           f"{len(report.failed)} failed, {len(skipped)} skipped")
+    if report.converted:
+        print(f"  {conversion_summary(report.converted)}")
     for failed_path, why in sorted(report.failed.items()):
         print(f"  failed {failed_path.name}: {why}")
     return exit_codes.IMAGES_REFUSED if report.failed else exit_codes.OK

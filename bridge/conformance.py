@@ -110,7 +110,9 @@ def association_policy() -> str:
         ("DIMSE timeout", f"{ae.dimse_timeout} s", f"{sender.NETWORK_TIMEOUT_SECONDS} s"),
         ("Network (idle) timeout", f"{ae.network_timeout} s", f"{sender.NETWORK_TIMEOUT_SECONDS} s"),
         ("Presentation contexts per association", "as proposed",
-         f"up to {sender.MAX_CONTEXTS}; more (SOP class, transfer syntax) pairs use further associations"),
+         f"up to {sender.MAX_CONTEXTS}: per (SOP class, transfer syntax) pair the file's own syntax and one "
+         "context with its lossless fallbacks (converted when only those are accepted); more pairs use further "
+         "associations"),
     ])
 
 

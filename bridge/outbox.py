@@ -55,6 +55,7 @@ from .sender import (
     SendingInterrupted,
     SendReport,
     TransientSendError,
+    conversion_summary,
     echo,
     images_and_reasons,
     send_with_retries,
@@ -441,7 +442,7 @@ class Outbox:
             send_with_retries(settings.target, metas, report, retries=settings.retries,
                               retry_delay_seconds=settings.retry_delay_seconds,
                               parallel=settings.parallel_associations, wait=ready.wait, pause=self.stop.wait,
-                              retry_unreachable=False)
+                              retry_unreachable=False, convert_into=work / "converted")
             extractor.join()
             columns = study_columns([m.path for m in metas])
             if report.failed:
@@ -485,7 +486,8 @@ class Outbox:
         self._progress.pop(claimed, None)
         _remove_claim(claimed)
         self._log(claimed, WARNING if report.warnings or skipped else SUCCESS, len(metas), columns,
-                  f"{len(report.delivered)} images stored in the PACS{committed}" + self._notes(skipped, report))
+                  f"{len(report.delivered)} images stored in the PACS{committed}"
+                  + self._notes(skipped, report, unpacker.no_meta if unpacker is not None else []))
 
     # -- storage commitment (after every image of the ZIP is stored) ---------------------------
     def _commit(self, claimed: Path, settings: SendSettings, metas: list[FileMeta], report: SendReport) -> str:
@@ -620,10 +622,15 @@ class Outbox:
         return target
 
     @staticmethod
-    def _notes(skipped: list[str], report: SendReport) -> str:
+    def _notes(skipped: list[str], report: SendReport, no_meta: list[str] | None = None) -> str:
         notes = []
         if report.warnings:
             notes.append(f"{len(report.warnings)} with warning status")
+        if report.converted:
+            notes.append(conversion_summary(report.converted))
+        if no_meta:
+            notes.append(f"{len(no_meta)} without file meta sent with file meta added ("
+                         + ", ".join(no_meta[:5]) + (" …" if len(no_meta) > 5 else "") + ")")
         if skipped:
             notes.append("skipped: " + "; ".join(skipped[:10]))
         return f" ({'; '.join(notes)})" if notes else ""

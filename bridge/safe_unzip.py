@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from .header_scan import file_meta_from_head
+from .part10 import NO_META_MAX_BYTES, is_dicomdir, may_be_data_set, part10_copy
 from .sender import FileMeta
 
 MAX_ENTRIES = 50_000
@@ -90,27 +91,53 @@ class ZipUnpacker:
     def __init__(self, zip_path: Path, work: Path) -> None:
         self.work = work
         self.skipped: list[str] = []  # "name: why", for the log book
+        self.no_meta: list[str] = []  # members sent from a Part-10 copy (they had no file meta)
         self.cancelled = threading.Event()
         self._planned: list[tuple[zipfile.ZipInfo, FileMeta]] = []
+        self._written: set[Path] = set()  # files ``plan()`` already wrote (data sets without file meta)
+        self._total = 0  # bytes unpacked so far
         try:
             self._archive = zipfile.ZipFile(zip_path)
         except (zipfile.BadZipFile, OSError, EOFError) as err:
             raise ZipRejected(f"not a valid ZIP file, truncated or damaged ({err})") from None
 
     def plan(self) -> list[FileMeta]:
-        """The DICOM files this ZIP will give, with their file meta; skips DICOMDIR and others."""
+        """The DICOM files this ZIP will give, with their file meta; skips DICOMDIRs and non-DICOM files.
+
+        A DICOMDIR is known by its SOP class, whatever its name. A member without file meta is
+        unpacked now and, if it is a data set an SCP can store, replaced by a Part-10 copy.
+        """
         self.work.mkdir(parents=True, exist_ok=True)
         for number, info in enumerate(check_entries(self._archive), start=1):
-            if PurePosixPath(info.filename.replace("\\", "/")).name.upper() == "DICOMDIR":
-                self.skipped.append(f"{info.filename}: DICOMDIR (not an image)")
-                continue
-            found = file_meta_from_head(self._read_head(info))
+            target = self.work / f"{number:06d}.dcm"
+            head = self._read_head(info)
+            found = file_meta_from_head(head)
+            if found is None and may_be_data_set(head):
+                found = self._without_meta(info, target)
             if found is None:
                 self.skipped.append(f"{info.filename}: not a DICOM file")
-                continue
-            target = self.work / f"{number:06d}.dcm"
-            self._planned.append((info, FileMeta(target, *found, label=info.filename)))
+            elif is_dicomdir(found[0]):
+                self.skipped.append(f"{info.filename}: DICOMDIR (an index, not an image)")
+                target.unlink(missing_ok=True)
+                self._written.discard(target)
+            else:
+                self._planned.append((info, FileMeta(target, *found, label=info.filename)))
         return [meta for _, meta in self._planned]
+
+    def _without_meta(self, info: zipfile.ZipInfo, target: Path) -> tuple[str, str, str] | None:
+        """A member without Part-10 file meta: unpack it and write a Part-10 copy if it is a data set."""
+        if info.file_size > NO_META_MAX_BYTES:
+            return None
+        raw = target.with_suffix(".raw")
+        try:
+            self._total += self._copy_member(info, raw, self._total)
+            found = part10_copy(raw, target)
+        finally:
+            raw.unlink(missing_ok=True)
+        if found is not None:
+            self._written.add(target)
+            self.no_meta.append(info.filename)
+        return found
 
     def _read_head(self, info: zipfile.ZipInfo) -> bytes:
         try:
@@ -121,11 +148,11 @@ class ZipUnpacker:
 
     def extract_all(self, on_ready: Callable[[Path], None] = lambda path: None) -> None:
         """Write every planned member (sizes counted, CRC checked), announcing each one."""
-        total = 0
         for info, meta in self._planned:
             if self.cancelled.is_set():
                 return
-            total += self._copy_member(info, meta.path, total)
+            if meta.path not in self._written:
+                self._total += self._copy_member(info, meta.path, self._total)
             on_ready(meta.path)
 
     def _copy_member(self, info: zipfile.ZipInfo, target: Path, total_before: int) -> int:

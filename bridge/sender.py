@@ -1,9 +1,12 @@
 """The DICOM sender (Storage SCU): files to the PACS by C-STORE, as they are, plus C-ECHO.
 
 Files are streamed from disk (``STORE_SEND_CHUNKED_DATASET``), never decoded, so each file
-travels in its own transfer syntax: the association proposes exactly the (SOP class,
-transfer syntax) pairs found in the files' meta, split over several associations when there
-are more than 128. Warning statuses count as stored (README "What happens to a ZIP in
+travels in its own transfer syntax: the association proposes the (SOP class, transfer syntax)
+pairs found in the files' meta and, per pair, a second context with the syntaxes the file can
+be converted to without loss (``transcode.fallback_syntaxes``), split over several associations
+past 128 contexts. A file whose own syntax is refused is converted and the copy sent. Deflated
+files are read and re-deflated by pynetdicom (their raw stream may be odd-length).
+Warning statuses count as stored (README "What happens to a ZIP in
 Outbox_Auto", PACS practice). Transient
 problems (refused, rejected, aborted, timed out) raise ``TransientSendError`` so the caller
 can retry the files not yet delivered; ``PacsUnreachable`` (no association at all) tells the
@@ -13,6 +16,7 @@ too: those images are sent again later. Any other failure status for an image is
 
 from __future__ import annotations
 
+import itertools
 import logging
 import ssl
 import threading
@@ -22,17 +26,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydicom import Dataset, dcmread
 from pydicom.filereader import read_file_meta_info
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from .net import NAGLE_OFF
 from .reactor import BridgeAE as AE  # associations with the event-driven reactors (bridge/reactor.py)
 from .tls import probe_connection
+from .transcode import ConversionError, convert, fallback_syntaxes
 
 log = logging.getLogger(__name__)
 
 
 MAX_CONTEXTS = 128
+_copy_numbers = itertools.count(1)  # names of converted copies, unique across sending threads
 NETWORK_TIMEOUT_SECONDS = 30
 
 
@@ -124,6 +132,7 @@ class SendReport:
     warnings: dict[Path, int] = field(default_factory=dict)  # file -> warning status
     failed: dict[Path, str] = field(default_factory=dict)  # file -> why
     deferred: dict[Path, str] = field(default_factory=dict)  # file -> why it is worth another try (0xA700)
+    converted: dict[Path, str] = field(default_factory=dict)  # file -> "from X to Y (why)", sent as a copy
 
     @property
     def ok(self) -> bool:
@@ -145,14 +154,44 @@ def read_meta(path: Path) -> FileMeta:
                     str(meta.TransferSyntaxUID))
 
 
+def contexts_for(sop_class: str, transfer_syntax: str) -> list[list[str]]:
+    """The file's own syntax, then (as DCMTK storescu does) one context with its lossless fallbacks."""
+    fallbacks = [ts for ts in fallback_syntaxes(transfer_syntax) if ts != transfer_syntax]
+    return [[transfer_syntax], fallbacks] if fallbacks else [[transfer_syntax]]
+
+
 def batches_by_context(metas: list[FileMeta]) -> list[list[FileMeta]]:
     """Group files so that each association needs at most 128 presentation contexts."""
     by_pair: dict[tuple[str, str], list[FileMeta]] = defaultdict(list)
     for meta in metas:
         by_pair[(meta.sop_class, meta.transfer_syntax)].append(meta)
-    pairs = list(by_pair)
-    return [[m for pair in pairs[i : i + MAX_CONTEXTS] for m in by_pair[pair]]
-            for i in range(0, len(pairs), MAX_CONTEXTS)]
+    batches: list[list[FileMeta]] = []
+    used = MAX_CONTEXTS
+    for pair, files in by_pair.items():
+        needed = len(contexts_for(*pair))
+        if used + needed > MAX_CONTEXTS:
+            batches.append([])
+            used = 0
+        batches[-1].extend(files)
+        used += needed
+    return batches
+
+
+def syntax_name(transfer_syntax: str) -> str:
+    """``JPEG 2000 Image Compression`` for a known UID, the UID itself otherwise."""
+    name = UID(transfer_syntax).name
+    return name if name != transfer_syntax else transfer_syntax
+
+
+def sop_class_name(sop_class: str) -> str:
+    name = UID(sop_class).name
+    return name if name != sop_class else f"SOP class {sop_class}"
+
+
+def refusal(sop_class: str, syntaxes: list[str]) -> str:
+    """Why nothing could be agreed for a file: its SOP class and every syntax the PACS refused."""
+    return (f"the PACS accepts {sop_class_name(sop_class)} in none of the transfer syntaxes the bridge can send "
+            f"it in ({', '.join(syntax_name(ts) for ts in syntaxes)})")
 
 
 def _describe_failed_association(assoc, target: PacsTarget) -> tuple[str, str]:  # noqa: ANN001 - Association
@@ -175,36 +214,56 @@ def _no_wait(meta: FileMeta) -> None:
     """Files already on disk: nothing to wait for."""
 
 
-def send_batch(target: PacsTarget, batch: list[FileMeta], report: SendReport, wait: WaitForFile = _no_wait) -> None:
+def send_batch(target: PacsTarget, batch: list[FileMeta], report: SendReport, wait: WaitForFile = _no_wait,
+               convert_into: Path | None = None) -> None:
     """One association for one batch; fills ``report``; raises TransientSendError.
 
-    ``wait`` blocks until a file exists (the outbox sends while it is still unpacking).
+    ``wait`` blocks until a file exists (the outbox sends while it is still unpacking). A file
+    whose own syntax the PACS refuses is converted to an accepted fallback into ``convert_into``
+    (``transcode``) and the copy is sent; without a folder it fails with the refusal.
     """
     ae = AE(ae_title=target.calling_ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = target.timeout_seconds
-    for sop_class, syntax in dict.fromkeys((m.sop_class, m.transfer_syntax) for m in batch):
-        ae.add_requested_context(sop_class, syntax)
+    pairs = list(dict.fromkeys((m.sop_class, m.transfer_syntax) for m in batch))
+    for sop_class, syntax in pairs:
+        for syntaxes in contexts_for(sop_class, syntax):
+            ae.add_requested_context(sop_class, syntaxes)
     assoc = ae.associate(target.host, target.port, ae_title=target.called_ae, max_pdu=0, evt_handlers=[NAGLE_OFF],
                          tls_args=target.tls_args)
     if not assoc.is_established:
+        if assoc.rejected_contexts and not assoc.accepted_contexts:  # pynetdicom aborts: nothing agreed
+            for meta in batch:
+                if meta.path not in report.delivered:
+                    report.failed[meta.path] = refusal(meta.sop_class, [
+                        ts for group in contexts_for(meta.sop_class, meta.transfer_syntax) for ts in group])
+            return
         failure, why = _describe_failed_association(assoc, target)
         raise PacsUnreachable(why, failure)
     keep_responses_from_reactor(assoc)
     try:
-        accepted = {(cx.abstract_syntax, cx.transfer_syntax[0]) for cx in assoc.accepted_contexts}
+        accepted: dict[str, set[str]] = defaultdict(set)
+        for cx in assoc.accepted_contexts:
+            accepted[str(cx.abstract_syntax)].add(str(cx.transfer_syntax[0]))
         done = set(report.delivered) | set(report.failed)
         for message_id, meta in enumerate(batch, start=1):
             if meta.path in done:
                 continue
-            if (meta.sop_class, meta.transfer_syntax) not in accepted:
-                report.failed[meta.path] = (f"the PACS does not accept SOP class {meta.sop_class} in transfer "
-                                            f"syntax {meta.transfer_syntax}")
-                continue
             wait(meta)
+            to_send: Path | Dataset = meta.path
+            if meta.transfer_syntax not in accepted[meta.sop_class]:
+                converted = _converted_copy(meta, accepted[meta.sop_class], convert_into, report)
+                if converted is None:
+                    continue
+                to_send = converted
+            elif meta.transfer_syntax == DeflatedExplicitVRLittleEndian:
+                dataset = _deflated_dataset(meta, report)  # pynetdicom re-deflates it, padded to even length
+                if dataset is None:
+                    continue
+                to_send = dataset
             if not assoc.is_established:  # e.g. a PACS closing idle associations while we unpacked
                 raise TransientSendError("the PACS closed the association while the bridge was unpacking")
             try:
-                response = assoc.send_c_store(meta.path, msg_id=message_id % 0x10000 or 1)
+                response = assoc.send_c_store(to_send, msg_id=message_id % 0x10000 or 1)
             except RuntimeError as err:  # pynetdicom: "association ... must be established"
                 raise TransientSendError(f"the association ended while sending ({err})") from None
             status = response.get("Status") if response is not None else None
@@ -222,6 +281,35 @@ def send_batch(target: PacsTarget, batch: list[FileMeta], report: SendReport, wa
     finally:
         if assoc.is_established:
             assoc.release()
+
+
+def _converted_copy(meta: FileMeta, accepted: set[str], folder: Path | None, report: SendReport) -> Path | None:
+    """A copy of ``meta``'s file in a syntax the PACS accepted, or None (the reason is in ``report.failed``)."""
+    choice = next((ts for ts in fallback_syntaxes(meta.transfer_syntax) if ts in accepted), None)
+    if choice is None or folder is None:
+        report.failed[meta.path] = refusal(meta.sop_class, [meta.transfer_syntax, *fallback_syntaxes(
+            meta.transfer_syntax)])
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    destination = folder / f"{next(_copy_numbers):08d}.dcm"
+    try:
+        convert(meta.path, choice, destination)
+    except ConversionError as err:
+        report.failed[meta.path] = f"the PACS does not accept {syntax_name(meta.transfer_syntax)} and {err}"
+        return None
+    report.converted[meta.path] = (f"from {syntax_name(meta.transfer_syntax)} to {syntax_name(choice)} (the PACS "
+                                   f"does not accept {syntax_name(meta.transfer_syntax)} for "
+                                   f"{sop_class_name(meta.sop_class)})")
+    return destination
+
+
+def _deflated_dataset(meta: FileMeta, report: SendReport) -> Dataset | None:
+    """A deflated file as a dataset: its raw stream may be odd-length, which PS3.5 A.5 forbids on the wire."""
+    try:
+        return dcmread(meta.path)
+    except Exception as err:  # noqa: BLE001 - a damaged deflate stream
+        report.failed[meta.path] = f"the deflated data set cannot be read ({err})"
+        return None
 
 
 def keep_responses_from_reactor(assoc) -> None:  # noqa: ANN001 - pynetdicom Association
@@ -250,7 +338,7 @@ def keep_responses_from_reactor(assoc) -> None:  # noqa: ANN001 - pynetdicom Ass
 
 
 def send_files(target: PacsTarget, metas: list[FileMeta], report: SendReport, parallel: int = 1,
-               wait: WaitForFile = _no_wait) -> SendReport:
+               wait: WaitForFile = _no_wait, convert_into: Path | None = None) -> SendReport:
     """Send every file not yet delivered; raises TransientSendError (report keeps progress).
 
     With ``parallel`` > 1 the files are dealt round-robin to that many associations on their
@@ -260,7 +348,7 @@ def send_files(target: PacsTarget, metas: list[FileMeta], report: SendReport, pa
     report.deferred.clear()  # a new try for what the PACS could not take last time
     if parallel <= 1 or len(metas) < 2:
         for batch in batches_by_context(metas):
-            send_batch(target, batch, report, wait)
+            send_batch(target, batch, report, wait, convert_into)
         return _check_deferred(report, metas)
     shares = [metas[i::parallel] for i in range(min(parallel, len(metas)))]
     reports = [SendReport(delivered=list(report.delivered), failed=dict(report.failed)) for _ in shares]
@@ -269,7 +357,7 @@ def send_files(target: PacsTarget, metas: list[FileMeta], report: SendReport, pa
     def send_share(share: list[FileMeta], share_report: SendReport) -> None:
         try:
             for batch in batches_by_context(share):
-                send_batch(target, batch, share_report, wait)
+                send_batch(target, batch, share_report, wait, convert_into)
         except Exception as err:  # noqa: BLE001 - re-raised on the caller's thread below
             errors.append(err)
 
@@ -285,6 +373,7 @@ def send_files(target: PacsTarget, metas: list[FileMeta], report: SendReport, pa
         report.warnings.update(share_report.warnings)
         report.failed.update(share_report.failed)
         report.deferred.update(share_report.deferred)
+        report.converted.update(share_report.converted)
     for path in report.delivered:
         report.deferred.pop(path, None)
     if errors:
@@ -348,7 +437,8 @@ def _sleep(seconds: float) -> bool:
 
 def send_with_retries(target: PacsTarget, metas: list[FileMeta], report: SendReport, *, retries: int,
                       retry_delay_seconds: float, parallel: int = 1, wait: WaitForFile = _no_wait,
-                      pause: Callable[[float], bool] | None = None, retry_unreachable: bool = True) -> SendReport:
+                      pause: Callable[[float], bool] | None = None, retry_unreachable: bool = True,
+                      convert_into: Path | None = None) -> SendReport:
     """``send_files`` retried on transient failures, the delay doubling each time.
 
     ``pause(seconds)`` waits between tries and returns True to give up (the bridge stopping),
@@ -360,7 +450,7 @@ def send_with_retries(target: PacsTarget, metas: list[FileMeta], report: SendRep
     delay = retry_delay_seconds
     for attempt in range(retries + 1):
         try:
-            return send_files(target, metas, report, parallel, wait)
+            return send_files(target, metas, report, parallel, wait, convert_into)
         except TransientSendError as err:
             if isinstance(err, PacsUnreachable) and not retry_unreachable:
                 raise
@@ -371,3 +461,11 @@ def send_with_retries(target: PacsTarget, metas: list[FileMeta], report: SendRep
                 raise SendingInterrupted() from None
             delay *= 2
     return report
+
+
+def conversion_summary(converted: dict[Path, str]) -> str:
+    """``3 converted from JPEG 2000 … to Explicit VR Little Endian (the PACS does not accept …)``, grouped."""
+    counts: dict[str, int] = defaultdict(int)
+    for how in converted.values():
+        counts[how] += 1
+    return "; ".join(f"{count} converted {how}" for how, count in sorted(counts.items()))

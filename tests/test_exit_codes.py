@@ -16,6 +16,7 @@ from bridge.headless import EXIT_START_FAILED
 
 from .conftest import free_port, write_config
 from .pacs import AbortingPeer, StoreSCP
+from .peers import PEER_ENV, dcmtk
 from .studies import CT, IMPLICIT, make_study
 
 
@@ -150,12 +151,15 @@ def test_send_verbose_prints_each_store_request_and_response(storescp, tmp_path)
 
 
 def test_send_with_images_the_pacs_does_not_accept(storescp, tmp_path):
-    peer = storescp("+xi")  # implicit VR little endian only: the explicit-VR CT has no context
-    mixed_syntax_study(tmp_path / "study")
+    peer = storescp("+xi")  # implicit VR little endian only
+    ct, _mr = mixed_syntax_study(tmp_path / "study")
+    # big endian (retired): not converted, so the CT has no context (explicit VR LE would be converted)
+    subprocess.run([dcmtk("dcmconv"), "+tb", str(ct), str(ct)], check=True, env=PEER_ENV, timeout=60)
     result = dicombridge("send", str(tmp_path / "study"), "--config", str(pacs_config(tmp_path, peer.port)))
     assert result.returncode == exit_codes.IMAGES_REFUSED, result.stderr
     assert "sent 1 of 2: 0 with warnings, 1 failed" in result.stdout
-    assert "does not accept SOP class" in result.stdout
+    assert "the PACS accepts CT Image Storage in none of the transfer syntaxes" in result.stdout
+    assert "Explicit VR Big Endian" in result.stdout
     assert len(list(peer.folder.iterdir())) == 1
 
 

@@ -11,6 +11,7 @@ from bridge.sender import (
     SendReport,
     TransientSendError,
     batches_by_context,
+    contexts_for,
     describe_status,
     read_meta,
     send_files,
@@ -23,8 +24,9 @@ from .studies import make_study
 def test_batches_never_need_more_than_128_contexts():
     metas = [FileMeta(Path(f"{n}.dcm"), f"1.2.{n % 200}", f"9.{n}", "1.2.840.10008.1.2.1") for n in range(1000)]
     batches = batches_by_context(metas)
-    assert len(batches) == 2
-    assert all(len({(m.sop_class, m.transfer_syntax) for m in b}) <= 128 for b in batches)
+    assert len(batches) == 4  # 200 pairs, each with its own syntax and a fallback context: 400 contexts
+    assert all(sum(len(contexts_for(*pair)) for pair in {(m.sop_class, m.transfer_syntax) for m in b}) <= 128
+               for b in batches)
     assert sorted(m.sop_instance for b in batches for m in b) == sorted(m.sop_instance for m in metas)
 
 
