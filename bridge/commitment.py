@@ -155,7 +155,7 @@ def request_commitment(target: PacsTarget, instances: list[tuple[str, str]], led
     transaction_uid = generate_uid()
     ledger.open(transaction_uid)
     ae = AE(ae_title=target.calling_ae)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = target.timeout_seconds
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = target.network_timeout_seconds
     ae.add_requested_context(StorageCommitmentPushModel)
     assoc = ae.associate(target.host, target.port, ae_title=target.called_ae, tls_args=target.tls_args,
                          evt_handlers=[NAGLE_OFF, (evt.EVT_N_EVENT_REPORT, ledger.handle_event_report)])

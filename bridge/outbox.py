@@ -524,7 +524,7 @@ class Outbox:
         """N-ACTION for ``stored``, then wait for the report: the failed instances (UID -> reason)."""
         timeout = settings.commit_timeout_minutes * 60
         same_association = (REPORT_ON_SAME_ASSOCIATION_SECONDS if settings.reports_to_receiver
-                            else min(timeout, settings.target.timeout_seconds))
+                            else min(timeout, settings.target.network_timeout_seconds))
         asked = self.clock()  # the time allowed counts from the request
         try:
             transaction = request_commitment(settings.target, [(m.sop_class, m.sop_instance) for m in stored],

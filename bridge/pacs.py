@@ -27,11 +27,11 @@ class SendSettings:
     reports_to_receiver: bool = True  # the receiver takes N-EVENT-REPORTs on the PACS's own association
 
 
-def pacs_target(settings: Settings, timeout_seconds: float = NETWORK_TIMEOUT_SECONDS) -> PacsTarget:
+def pacs_target(settings: Settings, network_timeout_seconds: float = NETWORK_TIMEOUT_SECONDS) -> PacsTarget:
     """The PACS named in the settings, for sending and for C-ECHO."""
     return PacsTarget(host=settings.send_host, port=settings.send_port,
                       called_ae=settings.send_ae_title_receiver, calling_ae=settings.send_ae_title_sender,
-                      timeout_seconds=timeout_seconds, tls=send_tls_context(settings))
+                      network_timeout_seconds=network_timeout_seconds, tls=send_tls_context(settings))
 
 
 def send_options(settings: Settings) -> SendSettings:

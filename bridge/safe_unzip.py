@@ -187,7 +187,7 @@ class ZipUnpacker:
 class ReadyFiles:
     """Which unpacked files exist yet; the sender waits here for the one it sends next."""
 
-    timeout_seconds: float = 600.0
+    stall_seconds: float = 600.0  # no new file for this long: unpacking is stuck
     _ready: set[Path] = field(default_factory=set)
     _error: BaseException | None = None
     _done: bool = False
@@ -206,7 +206,7 @@ class ReadyFiles:
 
     def wait(self, meta: FileMeta) -> None:
         with self._changed:
-            if not self._changed.wait_for(lambda: meta.path in self._ready or self._done, self.timeout_seconds):
-                raise ZipRejected(f"unpacking stalled for {self.timeout_seconds:.0f} s")
+            if not self._changed.wait_for(lambda: meta.path in self._ready or self._done, self.stall_seconds):
+                raise ZipRejected(f"unpacking stalled for {self.stall_seconds:.0f} s")
             if meta.path not in self._ready:
                 raise self._error or ZipRejected("unpacking stopped")

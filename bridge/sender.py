@@ -74,7 +74,7 @@ class PacsTarget:
     port: int
     called_ae: str
     calling_ae: str
-    timeout_seconds: float = NETWORK_TIMEOUT_SECONDS
+    network_timeout_seconds: float = NETWORK_TIMEOUT_SECONDS  # ACSE, DIMSE and socket: one wait at a time
     tls: ssl.SSLContext | None = field(default=None, compare=False)  # None: plain DICOM
 
     @property
@@ -199,7 +199,7 @@ def _describe_failed_association(assoc, target: PacsTarget) -> tuple[str, str]: 
     if assoc.is_rejected:
         return REJECTED, "the PACS rejected the association (check the AE titles in the settings)"
     # pynetdicom reports a refused connection or a failed TLS handshake as an abort: look again, once
-    problem = probe_connection(target.tls, target.host, target.port, min(target.timeout_seconds, 5))
+    problem = probe_connection(target.tls, target.host, target.port, min(target.network_timeout_seconds, 5))
     return (NO_CONNECTION, problem) if problem else (ASSOCIATION_ABORTED, "the PACS aborted the association")
 
 
@@ -223,7 +223,7 @@ def send_batch(target: PacsTarget, batch: list[FileMeta], report: SendReport, wa
     (``transcode``) and the copy is sent; without a folder it fails with the refusal.
     """
     ae = AE(ae_title=target.calling_ae)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = target.timeout_seconds
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = target.network_timeout_seconds
     pairs = list(dict.fromkeys((m.sop_class, m.transfer_syntax) for m in batch))
     for sop_class, syntax in pairs:
         for syntaxes in contexts_for(sop_class, syntax):
@@ -405,7 +405,7 @@ def images_and_reasons(why: dict[Path, str], names: dict[Path, str], limit: int 
 def echo(target: PacsTarget) -> EchoResult:
     """C-ECHO with the given target; never raises."""
     ae = AE(ae_title=target.calling_ae)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = target.timeout_seconds
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = target.network_timeout_seconds
     ae.add_requested_context(Verification)
     started = time.perf_counter()
     try:

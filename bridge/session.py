@@ -97,7 +97,7 @@ def echo(settings: Settings) -> Outcome:
     from .settings import SettingsError
 
     try:
-        target = pacs_target(settings, timeout_seconds=ECHO_TIMEOUT_SECONDS)
+        target = pacs_target(settings, network_timeout_seconds=ECHO_TIMEOUT_SECONDS)
     except SettingsError as err:
         return Outcome(False, f"Cannot echo: {err}")
     if not target.host:
