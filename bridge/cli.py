@@ -1,15 +1,21 @@
-"""The ``dicombridge`` command: terminal UI by default, ``--headless`` for services."""
+"""The command line: ``--headless`` for services, echo/send/test-mail/service, and the UI when plugged in.
+
+``python -m bridge.cli --headless`` is what services run (no Textual is loaded). The
+``dicombridge`` command (top-level ``dicombridge.py``) passes ``run_ui`` so that, without
+``--headless``, the terminal UI opens; ``bridge`` itself never imports the UI.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from . import __version__, exit_codes
 from .runtime import configure_process
-from .settings import SettingsError, default_config_path, load_settings
+from .settings import Settings, SettingsError, default_config_path, load_settings
 
 EXIT_BAD_SETTINGS = exit_codes.BAD_SETTINGS
 # One-shot commands use an existing settings file; only starting the bridge creates the default one
@@ -57,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, run_ui: Callable[[Settings, Path], int] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_process()
     config_path = getattr(args, "config", None) or default_config_path()
@@ -83,12 +89,11 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_send(args.path, settings, show_progress=not args.verbose)
     if not args.headless:
-        try:
-            from tui.app import run_tui
-        except ImportError as err:  # the engine runs without Textual; the UI needs it
-            print(f"dicombridge: the terminal UI needs Textual ({err}); use --headless", file=sys.stderr)
+        if run_ui is None:
+            print("dicombridge: the terminal UI is opened by the `dicombridge` command (`python -m dicombridge`); "
+                  "`python -m bridge.cli` runs the bridge with --headless", file=sys.stderr)
             return EXIT_BAD_SETTINGS
-        return run_tui(settings, config_path)
+        return run_ui(settings, config_path)
     from .headless import run_headless
 
     return run_headless(settings)

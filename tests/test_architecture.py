@@ -16,6 +16,20 @@ def test_no_bridge_module_imports_textual():
         assert result.returncode == 0, f"{module} imports textual (or fails): {result.stderr}"
 
 
+def test_no_bridge_module_imports_the_ui():
+    """bridge/ never names tui/: the command that plugs the UI in is the top-level dicombridge.py."""
+    import ast
+    from pathlib import Path
+
+    offenders = []
+    for path in sorted(Path(bridge.__path__[0]).glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+            offenders += [f"{path.name}: {name}" for name in names if name.split(".")[0] == "tui"]
+    assert offenders == []
+
+
 UI_MAY_IMPORT = {"bridge.session", "bridge.events", "bridge.settings", "bridge.settings_doc"}
 
 

@@ -21,7 +21,7 @@ from .studies import CT, IMPLICIT, make_study
 
 
 def dicombridge(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bridge.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "dicombridge", *args], capture_output=True, text=True,
                           timeout=timeout)
 
 
