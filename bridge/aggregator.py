@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .layout import fsync_path
+
 _UID = re.compile(r"[0-9][0-9.]{0,63}")
 _GENERATION_SEPARATOR = "~"
 _CLASH_SEPARATOR = "-"  # a second, different file with the same SOP key is kept as "<key>-2"
@@ -143,7 +145,7 @@ class Aggregator:
                 folder = self.spool / f"{key}{_GENERATION_SEPARATOR}{time.time_ns()}"
                 folder.mkdir()
                 if self.sync_on_store:
-                    _sync_folder(self.spool)
+                    fsync_path(self.spool)
                 study = PendingStudy(key=key, folder=folder, last_arrival=self.clock())
             sop_key = safe_key(sop_uid)
             stored_key, target = study.place(sop_key, received_file)
@@ -151,7 +153,7 @@ class Aggregator:
                 _sync_file(received_file)
             _move(received_file, target)
             if self.sync_on_store:
-                _sync_folder(study.folder)
+                fsync_path(study.folder)  # the rename is durable
             study.files[stored_key] = target
             if created:
                 self._open[key] = study
@@ -253,20 +255,6 @@ def _sync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         (getattr(os, "fdatasync", None) or os.fsync)(fd)
-    finally:
-        os.close(fd)
-
-
-def _sync_folder(folder: Path) -> None:
-    """Make a rename or a new entry in ``folder`` durable (POSIX; Windows has no directory fsync)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
     finally:
         os.close(fd)
 

@@ -192,7 +192,7 @@ def test_the_receiver_files_fast_path_images_by_the_peeked_uids_without_syncing_
     synced_folders: list[Path] = []
     monkeypatch.setattr(receiver, "read_identity", no_read)
     monkeypatch.setattr(aggregator, "_sync_file", synced_files.append)
-    monkeypatch.setattr(aggregator, "_sync_folder", synced_folders.append)
+    monkeypatch.setattr(aggregator, "fsync_path", synced_folders.append)
     running = start_running_bridge(replace(bridge_settings, receive_timeout_seconds=3600))
     try:
         assert running.engine.settings.receive_sync_before_ack
