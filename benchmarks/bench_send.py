@@ -29,12 +29,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_receive import make_ct_study, peak_rss_mb, send  # noqa: E402
-from bridge.zipper import isal_zlib  # noqa: E402,F401  (zipfile deflates with ISA-L, as the bridge does)
+from bridge.runtime import configure_process  # noqa: E402
 from tests.conftest import write_config  # noqa: E402
 from tests.pacs import Orthanc, StoreSCP  # noqa: E402
 
 
 def make_zip(study: Path, target: Path) -> Path:
+    configure_process()  # zipfile deflates with ISA-L, as the bridge does
     with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
         for path in sorted(study.iterdir()):
             archive.write(path, f"series/{path.name}")
