@@ -16,9 +16,9 @@ from bridge.logbook import FAILED, SEND, SUCCESS, WARNING
 
 from .commitment_pacs import CommitmentPacs
 from .conftest import free_port
+from .fakes import FakeClock
 from .pacs import Orthanc, StoreSCP
 from .studies import make_study
-from .test_outage import FakeClock
 from .test_send import sending_settings, zip_of
 
 pytestmark = pytest.mark.peers

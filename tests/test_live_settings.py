@@ -11,20 +11,7 @@ from pathlib import Path
 from bridge.engine import Engine
 from bridge.settings import Settings
 
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def _received(folder: Path, name: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    path.write_bytes(name.encode())
-    return path
+from .fakes import FakeClock, received_file
 
 
 def test_a_changed_quiet_time_applies_to_a_study_already_waiting(bridge_settings: Settings, tmp_path: Path):
@@ -32,7 +19,7 @@ def test_a_changed_quiet_time_applies_to_a_study_already_waiting(bridge_settings
     try:
         clock = FakeClock()
         engine.aggregator.clock = clock
-        engine.aggregator.store("1.2.3", "1.2.3.1", _received(tmp_path / "in", "a"))
+        engine.aggregator.store("1.2.3", "1.2.3.1", received_file(tmp_path / "in", "a"))
         clock.now += 60
         assert engine.aggregator.claim_due() == []  # 10 minutes of quiet time: not yet
         assert engine.apply_settings(replace(engine.settings, receive_timeout_seconds=30)) == ""

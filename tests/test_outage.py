@@ -14,6 +14,7 @@ import bridge.outbox as outbox_module
 from bridge.logbook import FAILED, SEND, SUCCESS, WARNING
 
 from .conftest import free_port
+from .fakes import FakeClock
 from .misbehaving_pacs import MisbehavingPacs
 from .pacs import StoreSCP
 from .studies import make_large_study, make_study
@@ -23,22 +24,6 @@ from .test_send import sending_settings, zip_of
 @pytest.fixture(autouse=True)
 def quick_probes(monkeypatch):
     monkeypatch.setattr(outbox_module, "PROBE_SECONDS", 0.5)
-
-
-class FakeClock:
-    """The outbox's wall clock, moved by the test (hours pass in no time)."""
-
-    def __init__(self, start: float = 1_800_000_000.0) -> None:
-        self.now = start
-        self.lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self.lock:
-            return self.now
-
-    def advance(self, seconds: float) -> None:
-        with self.lock:
-            self.now += seconds
 
 
 def outage_rows(bridge) -> list[str]:

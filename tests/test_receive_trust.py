@@ -37,6 +37,7 @@ from bridge.layout import INBOX_MANUAL
 from bridge.logbook import FAILED, RECEIVE, WARNING
 
 from .conftest import RunningBridge, free_port
+from .fakes import FakeClock, received_file
 from .peers import PEER_ENV, dcmtk, run_storescu, storescu_args
 from .slow_link import SlowLink
 from .studies import make_large_study, make_study
@@ -228,32 +229,17 @@ def test_member_names_never_repeat_even_for_files_placed_by_hand(tmp_path):
 
 
 # -- item 5: a study stays open while its images are arriving --------------------------------------
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def _received(folder: Path, name: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    path.write_bytes(name.encode())
-    return path
-
-
 def test_bytes_on_an_association_that_fed_the_study_keep_it_open(tmp_path):
     clock = FakeClock()
     spool = tmp_path / "spool"
     spool.mkdir()
     aggregator = Aggregator(spool, lambda: 2, clock=clock)
-    aggregator.store("1.2.3", "1.2.3.1", _received(tmp_path / "in", "a"), association=7)
+    aggregator.store("1.2.3", "1.2.3.1", received_file(tmp_path / "in", "a"), association=7)
     for _ in range(10):  # a large image trickles in for 10 s: never quiet
         clock.now += 1.5
         aggregator.association_active(7)
         assert aggregator.claim_due() == []
-    aggregator.store("1.2.3", "1.2.3.2", _received(tmp_path / "in", "b"), association=7)
+    aggregator.store("1.2.3", "1.2.3.2", received_file(tmp_path / "in", "b"), association=7)
     clock.now += 1.9
     assert aggregator.claim_due() == []
     clock.now += 0.2
@@ -266,8 +252,8 @@ def test_an_ended_association_holds_nothing_and_others_studies_are_not_held(tmp_
     spool = tmp_path / "spool"
     spool.mkdir()
     aggregator = Aggregator(spool, lambda: 2, clock=clock)
-    aggregator.store("1.2.3", "1.2.3.1", _received(tmp_path / "in", "a"), association=1)
-    aggregator.store("4.5.6", "4.5.6.1", _received(tmp_path / "in", "b"), association=2)
+    aggregator.store("1.2.3", "1.2.3.1", received_file(tmp_path / "in", "a"), association=1)
+    aggregator.store("4.5.6", "4.5.6.1", received_file(tmp_path / "in", "b"), association=2)
     clock.now += 1.5
     aggregator.association_active(1)  # still busy: only its own study stays open
     clock.now += 1.0
@@ -281,7 +267,7 @@ def test_an_association_known_to_carry_a_studys_image_keeps_it_open(tmp_path):
     spool = tmp_path / "spool"
     spool.mkdir()
     aggregator = Aggregator(spool, lambda: 2, clock=clock)
-    aggregator.store("1.2.3", "1.2.3.1", _received(tmp_path / "in", "a"), association=1)
+    aggregator.store("1.2.3", "1.2.3.1", received_file(tmp_path / "in", "a"), association=1)
     aggregator.association_ended(1)
     clock.now += 1.5
     aggregator.association_active(9, study_uid="1.2.3")  # a second association brings the next image
