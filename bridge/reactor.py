@@ -658,7 +658,9 @@ class BridgeAE(AE):
     else touches it; that is where it becomes an :class:`EventDrivenAssociation`.
     """
 
+    association_class: type[EventDrivenAssociation] = EventDrivenAssociation
+
     def _create_socket(self, assoc: Association, address: Any, tls_args: Any) -> AssociationSocket:
-        if not isinstance(assoc, EventDrivenAssociation):
-            assoc = EventDrivenAssociation.adopt(assoc)
+        if not isinstance(assoc, self.association_class):
+            assoc = self.association_class.adopt(assoc)
         return super()._create_socket(assoc, address, tls_args)

@@ -31,8 +31,9 @@ from pydicom.filereader import read_file_meta_info
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from . import fast_send
+from .fast_send import FastSendAE as AE  # event-driven reactors (bridge/reactor.py), the fast path
 from .net import NAGLE_OFF
-from .reactor import BridgeAE as AE  # associations with the event-driven reactors (bridge/reactor.py)
 from .tls import probe_connection
 from .transcode import ConversionError, convert, fallback_syntaxes
 
@@ -263,10 +264,9 @@ def send_batch(target: PacsTarget, batch: list[FileMeta], report: SendReport, wa
             if not assoc.is_established:  # e.g. a PACS closing idle associations while we unpacked
                 raise TransientSendError("the PACS closed the association while the bridge was unpacking")
             try:
-                response = assoc.send_c_store(to_send, msg_id=message_id % 0x10000 or 1)
+                status = _store(assoc, to_send, meta, message_id % 0x10000 or 1)
             except RuntimeError as err:  # pynetdicom: "association ... must be established"
                 raise TransientSendError(f"the association ended while sending ({err})") from None
-            status = response.get("Status") if response is not None else None
             if status is None:
                 raise TransientSendError("the association ended while sending (aborted or timed out)")
             if _is_stored(int(status)):
@@ -281,6 +281,19 @@ def send_batch(target: PacsTarget, batch: list[FileMeta], report: SendReport, wa
     finally:
         if assoc.is_established:
             assoc.release()
+
+
+def _store(assoc, to_send: Path | Dataset, meta: FileMeta, message_id: int) -> int | None:  # noqa: ANN001
+    """One C-STORE: the file as it is through the fast path when its own syntax was accepted
+    (``fast_send``), else pynetdicom's ``send_c_store``; the status, None if none came."""
+    if to_send is meta.path:
+        context_id = fast_send.usable_context(assoc, meta.sop_class, meta.transfer_syntax)
+        if context_id is not None:
+            return fast_send.send_c_store(assoc, context_id, meta.path, meta.sop_class, meta.sop_instance,
+                                          message_id)
+    response = assoc.send_c_store(to_send, msg_id=message_id)
+    status = response.get("Status") if response is not None else None
+    return int(status) if status is not None else None
 
 
 def _converted_copy(meta: FileMeta, accepted: set[str], folder: Path | None, report: SendReport) -> Path | None:

@@ -28,7 +28,7 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import create_file_meta
 from pynetdicom.pdu import P_DATA_TF
 
-from bridge import fast_store, instance, reactor
+from bridge import fast_send, fast_store, instance, reactor
 from bridge.fast_store import FastStoreAssociation, FastStoreDUL, FastStoreOptions
 from bridge.logbook import WARNING
 from bridge.reactor import EventDrivenAssociation, Guards, start_server
@@ -42,7 +42,7 @@ from .test_hostile_clients import HUGE, established, read_pdu
 # -- guards: pynetdicom must not change under the copied/overridden code --------------------------
 # sha256 of inspect.getsource() of every pynetdicom function the reactors and the fast path copy,
 # override or depend on, for pynetdicom 3.0.4. A mismatch means: read the new upstream code, port
-# the change into bridge/reactor.py or bridge/fast_store.py, then update the hash here.
+# the change into bridge/reactor.py, bridge/fast_store.py or bridge/fast_send.py, then update the hash here.
 EXPECTED_SOURCE_HASHES = {
     "pynetdicom.dul.DULServiceProvider.run_reactor": "e3a10eb3a0931e4854af33b9496e92d9679522aca26b0e04da8967559b9e2803",
     "pynetdicom.dul.DULServiceProvider._read_pdu_data": "19f2d4e38c13c83586365d93dd5cd96a0c7c665cb37251054b3e1f246e9f431b",
@@ -78,6 +78,16 @@ EXPECTED_SOURCE_HASHES = {
     "pynetdicom.dsutils.create_file_meta": "035ed415f5aeea15543cca3b0b7b2b6d5a3189bc807a0211f5c633bb356ab9e3",
     "pynetdicom.fsm.DT_2": "9ec543394e0b49eb8be2448fc3f9950361b0047db7cf3742844f377bd225ba73",
     "pynetdicom.events.Event.dataset_path": "7eba7552ff800249a475c9789cd02b1c7e2e8f89208e91c71636b05fdcdb53b8",
+    "pynetdicom.dul.DULServiceProvider._process_recv_primitive": "4c0ebbb3e646e35e8e5bbc27ee2f1e6b2c82bbf619232f47639a6cbae092ed39",
+    "pynetdicom.dul.DULServiceProvider._send": "a850a7919e68484ef6751ee7a199b3ba4a911b5cbf0c2928bf796c55539254d4",
+    "pynetdicom.fsm.DT_1": "82e5c5d4114534fa9ac86124c7c7ef11ff2b98bc73069372cbe413af9df19081",
+    "pynetdicom.dimse.DIMSEServiceProvider.send_msg": "a839cf2fb46976d9da29cf06fea41c04416b38d14fab612af12e5d869bd5b3f0",
+    "pynetdicom.dimse.DIMSEServiceProvider.get_msg": "890e3e04283f5aeb756236f1a4dd35d3a10bbdd52f3efa3f3950c01f47bd2b34",
+    "pynetdicom.dsutils.split_dataset": "377ac781c097b81f92e08b5c78e18efbc85a94c7f43c4dfdd30dd39fa1028b05",
+    "pynetdicom.association.Association._get_valid_context": "117a52c2ae6720e0bc934266b1ef0aede4366c3de895b16f0c773c3a5076442d",
+    "pynetdicom.association.Association._check_received_status": "364c3ae215b58646a8ab3accac6dddac5ddc820b7bcf210d38d98f52ff19844a",
+    "pynetdicom.association.Association._handle_no_response": "6f3d62518395c3a8272f401da36d2136053cda76b6cafd6b12e045b8850634fd",
+    "pynetdicom.transport.AssociationSocket.send": "1ea8158c0b51facac667a0340b93f495b947fdc4f55663946fb30d456c804e09",
 }
 
 
@@ -103,10 +113,10 @@ def test_pynetdicom_is_the_pinned_version():
 
 
 def test_pynetdicom_code_the_fast_path_relies_on_is_unchanged():
-    names = (*reactor.PYNETDICOM_DEPENDENCIES, *fast_store.PYNETDICOM_DEPENDENCIES)
+    names = (*reactor.PYNETDICOM_DEPENDENCIES, *fast_store.PYNETDICOM_DEPENDENCIES, *fast_send.PYNETDICOM_DEPENDENCIES)
     assert set(names) == set(EXPECTED_SOURCE_HASHES), "update EXPECTED_SOURCE_HASHES with the dependency list"
     changed = [name for name in names if _source_hash(name) != EXPECTED_SOURCE_HASHES[name]]
-    assert not changed, ("pynetdicom changed code that bridge/reactor.py or bridge/fast_store.py copies or "
+    assert not changed, ("pynetdicom changed code that bridge/reactor.py, fast_store.py or fast_send.py copies or "
                          f"relies on: {', '.join(changed)}. Port the upstream change, then update the hashes.")
 
 
