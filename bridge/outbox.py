@@ -3,7 +3,8 @@
 README: "What happens to a ZIP in Outbox_Auto (sending)".
 
 A ZIP is taken only when complete: a regular file whose size and time stamp have not changed
-for ``STABLE_SECONDS`` and that opens as a ZIP. It is then *claimed* by a rename into its own
+for ``STABLE_SECONDS`` (seen by the bridge, or shown by the time stamp itself) and that opens
+as a ZIP (:class:`CompletenessTracker`). It is then *claimed* by a rename into its own
 folder ``.bridge/outbox/<claim>/`` (so nobody else touches it, a restart finds it again, and
 its name, up to 255 bytes, still fits), unpacked safely, sent, and deleted — or moved to
 Outbox_Failed with ``<name>.reason.txt``. What is not a ZIP after ``INVALID_AFTER_SECONDS``,
@@ -104,9 +105,19 @@ class _Seen:
 
 @dataclass
 class CompletenessTracker:
-    """Decides when a ZIP in the outbox is complete (stable and valid) or hopeless."""
+    """Decides when a ZIP in the outbox is complete (stable and valid) or hopeless.
+
+    Stable: unchanged (size and time stamp) between two looks, and nothing written to it for
+    ``STABLE_SECONDS``, which either the bridge saw itself or the file's own time stamp shows
+    (a ZIP written elsewhere and renamed in, the usual way to deliver, is taken at the second
+    look instead of half a second later). A file that is still being written does not open as
+    a ZIP (its central directory comes last), whatever its time stamp says. "Invalid for too
+    long" counts only what the bridge saw itself: a copy that keeps an old time stamp while it
+    runs is never failed for it.
+    """
 
     clock: Callable[[], float] = time.monotonic
+    wall_clock: Callable[[], float] = time.time  # compared with the files' time stamps
     _seen: dict[Path, _Seen] = field(default_factory=dict)
 
     def check(self, paths: list[Path]) -> tuple[list[Path], list[Path]]:
@@ -114,7 +125,7 @@ class CompletenessTracker:
 
         Only regular files are opened (``lstat``: a named pipe would block ``is_zipfile``).
         """
-        now = self.clock()
+        now, wall = self.clock(), self.wall_clock()
         ready, invalid = [], []
         present = set(paths)
         for gone in [p for p in self._seen if p not in present]:
@@ -130,13 +141,13 @@ class CompletenessTracker:
             if seen is None or (seen.size, seen.mtime_ns) != (info.st_size, info.st_mtime_ns):
                 self._seen[path] = _Seen(info.st_size, info.st_mtime_ns, now)
                 continue
-            quiet = now - seen.since
-            if quiet < STABLE_SECONDS:
+            observed = now - seen.since
+            if max(observed, wall - info.st_mtime_ns / 1e9) < STABLE_SECONDS:
                 continue
             if _opens_as_zip(path):
                 ready.append(path)
                 del self._seen[path]
-            elif quiet >= INVALID_AFTER_SECONDS:
+            elif observed >= INVALID_AFTER_SECONDS:
                 invalid.append(path)
                 del self._seen[path]
         return ready, invalid

@@ -23,8 +23,9 @@ def configure_process(temp_folder: Path | None = None) -> None:
       private ones too, in the first transfer syntax the sender proposes (the fast path and the
       conformance statement read the second switch).
     - Send datasets from their files without reading them whole into memory.
-    - zipfile looks up ``zlib.compressobj`` when it writes: ISA-L's drop-in deflate gives the
-      same ratio about 10× faster; decompression and CRCs are unaffected.
+    - zipfile looks up ``zlib.compressobj``/``decompressobj`` when it writes and reads: ISA-L's
+      drop-in deflate gives the same ratio about 10× faster (its inflate is ≈20 % faster), and
+      its CRC-32 (the same checksum) about 6× faster, which the outbox pays on every unpacked byte.
     - pynetdicom (and the fast path) create incoming files in ``tempfile.gettempdir()``: inside
       the storage folder, handing a file to the spool is a cheap rename.
     """
@@ -32,6 +33,7 @@ def configure_process(temp_folder: Path | None = None) -> None:
     _config.UNRESTRICTED_STORAGE_SERVICE = True
     _config.STORE_SEND_CHUNKED_DATASET = True
     zipfile.zlib = isal_zlib  # type: ignore[attr-defined]
+    zipfile.crc32 = isal_zlib.crc32  # type: ignore[attr-defined]
     if temp_folder is not None:
         tempfile.tempdir = str(temp_folder)
 
