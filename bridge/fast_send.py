@@ -23,7 +23,9 @@ DCMTK's storescu needs about 2.4 ms per image in all. Here:
 Files whose own transfer syntax was not accepted as it is, and deflated files (their raw stream
 may be odd-length), keep using pynetdicom's ``send_c_store``. An association with a handler bound
 to the low-level events (EVT_DATA_SENT, EVT_PDU_SENT, EVT_DIMSE_SENT and their *_RECV partners,
-pynetdicom's own debug logging excepted) does not take the fast path, so no observer misses a PDU.
+pynetdicom's own debug logging excepted) does not take the fast path, so no observer misses a PDU;
+nor does any association while pynetdicom's log shows each message (``dicombridge send -v``
+prints one line per C-STORE request and response, as DCMTK's ``-v`` does).
 
 A file that cannot be read any more once its command is on the wire aborts the association (a
 half-sent message cannot be taken back) and raises the ``OSError`` to the caller.
@@ -55,6 +57,7 @@ from .header_scan import SCAN_BYTES, dataset_start
 from .reactor import BridgeAE, EventDrivenAssociation, EventDrivenDUL, _recv_exactly
 
 LOGGER = logging.getLogger(__name__)
+PYNETDICOM_LOG = logging.getLogger("pynetdicom")
 
 READ_BYTES = 1024 * 1024  # the dataset is read and written in pieces of about this size
 PRIORITY_LOW = 2  # pynetdicom's default for send_c_store
@@ -109,18 +112,21 @@ def fragment_bytes(peer_max_pdu: int, length: int) -> int:
 
 @dataclass
 class OutgoingStore:
-    """One C-STORE-RQ for the DUL thread to write: the command, then the file from ``offset``."""
+    """One C-STORE-RQ for the DUL thread to write: the command, then the file (or ``data``, the
+    file's bytes held in memory) from ``offset``."""
 
     context_id: int
     command: bytes
-    source: BinaryIO
+    source: BinaryIO | None
     offset: int
     length: int
     fragment: int
     error: OSError | None = None
     done: threading.Event = field(default_factory=threading.Event)
+    data: bytes | None = None
+    label: str = ""  # the file's name, for errors
 
-    def pieces(self) -> Iterator[bytes]:
+    def pieces(self) -> Iterator[bytes | memoryview]:
         """The bytes to write, in order: the command PDU, then the dataset PDUs (read ≤ 1 MiB at a time)."""
         yield pdu_header(self.context_id, 0x03, len(self.command)) + self.command
         fragment, left, position = self.fragment, self.length, self.offset
@@ -147,22 +153,22 @@ class OutgoingStore:
             position += size
             left -= size
 
-    def _read(self, position: int, size: int) -> bytes:
+    def _read(self, position: int, size: int) -> bytes | memoryview:
+        if self.data is not None:
+            return memoryview(self.data)[position:position + size]
         try:
-            data = os.pread(self.source.fileno(), size, position) if size else b""
+            data = os.pread(cast(BinaryIO, self.source).fileno(), size, position) if size else b""
         except OSError as err:
-            raise FileUnreadable(f"{self.name} could not be read: {err}") from None
+            raise FileUnreadable(f"{self.label} could not be read: {err}") from None
         if len(data) != size:
-            raise FileUnreadable(f"{self.name} ended {size - len(data)} bytes early (it changed while being sent)")
+            raise FileUnreadable(f"{self.label} ended {size - len(data)} bytes early (it changed while being sent)")
         return data
-
-    @property
-    def name(self) -> str:
-        return Path(str(self.source.name)).name
 
     def finish(self, error: OSError | None = None) -> None:
         self.error = self.error or error
-        self.source.close()
+        if self.source is not None:
+            self.source.close()
+        self.data = None
         self.done.set()
 
 
@@ -212,7 +218,7 @@ class FastSendDUL(EventDrivenDUL):
     # -- reading the response ---------------------------------------------------------------------
     def _is_observed(self) -> bool:
         if self._observed is None:
-            self._observed = has_low_level_observers(self.assoc)
+            self._observed = has_low_level_observers(self.assoc) or messages_are_logged()
         return self._observed
 
     def _read_pdu_body(self, pdu_type: int, pdu_length: int, header: bytes | bytearray) -> bool:
@@ -280,6 +286,11 @@ class FastSendAE(BridgeAE):
     association_class = FastSendAssociation
 
 
+def messages_are_logged() -> bool:
+    """pynetdicom's log would show each DIMSE message (its handlers log them at INFO)."""
+    return PYNETDICOM_LOG.isEnabledFor(logging.INFO)
+
+
 # -- the sending thread --------------------------------------------------------------------------------
 def usable_context(assoc: Any, sop_class: str, transfer_syntax: str) -> int | None:
     """The context ID the fast path sends a file on, or None to use pynetdicom's ``send_c_store``.
@@ -288,7 +299,7 @@ def usable_context(assoc: Any, sop_class: str, transfer_syntax: str) -> int | No
     pynetdicom picks without converting), on an association made with :class:`FastSendDUL`.
     """
     if (transfer_syntax == DeflatedExplicitVRLittleEndian or not isinstance(assoc.dul, FastSendDUL)
-            or has_low_level_observers(assoc)):
+            or has_low_level_observers(assoc) or messages_are_logged()):
         return None
     for context in assoc.accepted_contexts:
         if context.abstract_syntax == sop_class and context.transfer_syntax[0] == transfer_syntax and context.as_scu:
@@ -297,8 +308,9 @@ def usable_context(assoc: Any, sop_class: str, transfer_syntax: str) -> int | No
 
 
 def send_c_store(assoc: Any, context_id: int, path: Path, sop_class: str, sop_instance: str,
-                 message_id: int) -> int | None:
-    """Send the file's dataset as it is; the response's status, or None when none came.
+                 message_id: int, data: bytes | None = None) -> int | None:
+    """Send the file's dataset as it is (``data``: the file's bytes, already in memory); the
+    response's status, or None when none came.
 
     As pynetdicom's ``send_c_store``: RuntimeError when the association is not established, the
     association aborted when no valid response arrives within the DIMSE timeout. Raises
@@ -311,17 +323,23 @@ def send_c_store(assoc: Any, context_id: int, path: Path, sop_class: str, sop_in
     request.Priority = PRIORITY_LOW
     request.AffectedSOPClassUID = UID(sop_class)
     request.AffectedSOPInstanceUID = UID(sop_instance)
-    source = open(path, "rb")  # noqa: SIM115 - the DUL thread closes it when written (OutgoingStore.finish)
+    if data is not None:
+        source, head, size = None, data[:SCAN_BYTES], len(data)
+    else:
+        source = open(path, "rb")  # noqa: SIM115 - the DUL thread closes it when written (OutgoingStore.finish)
     try:
-        offset = dataset_start(source.read(SCAN_BYTES))
+        if source is not None:
+            head, size = source.read(SCAN_BYTES), os.fstat(source.fileno()).st_size
+        offset = dataset_start(head)
         if offset is None:
             raise ValueError(f"{path.name} has no DICOM file meta")
-        length = os.fstat(source.fileno()).st_size - offset
     except BaseException:
-        source.close()
+        if source is not None:
+            source.close()
         raise
+    length = size - offset
     message = OutgoingStore(context_id, c_store_rq_command(request), source, offset, length,
-                            fragment_bytes(assoc.acceptor.maximum_length, length))
+                            fragment_bytes(assoc.acceptor.maximum_length, length), data=data, label=path.name)
     response = _exchange(assoc, message)
     if message.error is not None:
         assoc.abort()
@@ -343,7 +361,7 @@ def _exchange(assoc: EventDrivenAssociation, message: OutgoingStore) -> Any:
         deadline = time.monotonic() + (assoc.dimse.dimse_timeout or 60)
         while not assoc._is_paused:  # bounded, unlike pynetdicom's: a dead reactor never parks
             if time.monotonic() > deadline or not assoc.is_alive():
-                message.source.close()
+                message.finish()
                 return None
             time.sleep(PAUSE_POLL_SECONDS)
         assoc.dul.to_provider_queue.put(cast(Any, message))  # FastSendDUL takes it off before pynetdicom looks

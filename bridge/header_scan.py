@@ -150,12 +150,17 @@ def scan_header(path: Path, wanted: set[int]) -> HeaderScan | None:
     """Raw values of the ``wanted`` top-level tags (absent ones are absent), or None if unsure."""
     with open(path, "rb") as handle:
         head = handle.read(SCAN_BYTES)
+    return scan_head(head, wanted, whole_file=len(head) < SCAN_BYTES)
+
+
+def scan_head(head: bytes, wanted: set[int], whole_file: bool) -> HeaderScan | None:
+    """``scan_header`` of a Part-10 file's first bytes (``whole_file``: they are all of it)."""
     try:
         syntax, pos = _meta(head)
         if syntax == DEFLATED_TS:
             return None
         walker = _Walker(head, ">" if syntax == EXPLICIT_BE_TS else "<", implicit=syntax == IMPLICIT_LE_TS)
-        elements, group_lengths = _top_level(walker, pos, wanted, ends_file=len(head) < SCAN_BYTES)
+        elements, group_lengths = _top_level(walker, pos, wanted, ends_file=whole_file)
     except (_Unsure, struct.error):
         return None
     return HeaderScan(syntax, walker.implicit, walker.order == "<", elements, group_lengths)

@@ -48,7 +48,7 @@ from .instance import MODALITY, read_study_record
 from .layout import StorageLayout, fsync_path
 from .logbook import FAILED, SEND, SUCCESS, WARNING, LogBook, LogEntry
 from .pacs import SendSettings
-from .safe_unzip import ReadyFiles, ZipRejected, ZipUnpacker
+from .safe_unzip import UnpackedMembers, ZipRejected, ZipUnpacker
 from .sender import (
     FileMeta,
     PacsTarget,
@@ -439,7 +439,7 @@ class Outbox:
         columns: dict[str, object] = {}
         unpacker: ZipUnpacker | None = None
         extractor: threading.Thread | None = None
-        ready: ReadyFiles | None = None
+        ready: UnpackedMembers | None = None
         settings = self.settings()
         try:
             unpacker = ZipUnpacker(claimed, work)
@@ -447,19 +447,19 @@ class Outbox:
             skipped = unpacker.skipped
             if not metas:
                 raise ZipRejected("the ZIP holds no DICOM files")
-            ready = ReadyFiles()
+            ready = UnpackedMembers(unpacker)
             extractor = threading.Thread(target=_extract, args=(unpacker, ready), name="unzip", daemon=True)
             extractor.start()
             send_with_retries(settings.target, metas, report, retries=settings.retries,
                               retry_delay_seconds=settings.retry_delay_seconds,
-                              parallel=settings.parallel_associations, wait=ready.wait, pause=self.stop.wait,
+                              parallel=settings.parallel_associations, wait=ready.take, pause=self.stop.wait,
                               retry_unreachable=False, convert_into=work / "converted")
             extractor.join()
-            columns = study_columns([m.path for m in metas])
+            columns = study_columns([metas[0].path], [unpacker.modalities.get(m.path, "") for m in metas])
             if report.failed:
                 raise ZipRejected(f"{len(report.failed)} of {len(metas)} images were not stored: "
                                   + images_and_reasons(report.failed, {m.path: m.name for m in metas})[:2000])
-            committed = self._commit(claimed, settings, metas, report) if settings.storage_commitment else ""
+            committed = self._commit(claimed, settings, metas, report, ready) if settings.storage_commitment else ""
         except SendingInterrupted:
             return  # the claimed ZIP stays in .bridge/outbox and is sent after the restart
         except CommitmentNotConfirmed as err:
@@ -501,7 +501,8 @@ class Outbox:
                   + self._notes(skipped, report, unpacker.no_meta if unpacker is not None else []))
 
     # -- storage commitment (after every image of the ZIP is stored) ---------------------------
-    def _commit(self, claimed: Path, settings: SendSettings, metas: list[FileMeta], report: SendReport) -> str:
+    def _commit(self, claimed: Path, settings: SendSettings, metas: list[FileMeta], report: SendReport,
+                unpacked: UnpackedMembers) -> str:
         """The PACS commits what it stored: " and committed by the PACS", or raises.
 
         Instances reported failed (or not mentioned) are sent once more and asked for again;
@@ -518,7 +519,7 @@ class Outbox:
                             shown(claimed.name))
                 resent = send_with_retries(settings.target, again, SendReport(), retries=settings.retries,
                                            retry_delay_seconds=settings.retry_delay_seconds, pause=self.stop.wait,
-                                           retry_unreachable=False)
+                                           retry_unreachable=False, wait=unpacked.take)
                 failed = {m.sop_instance: reason for m in again if (reason := resent.failed.get(m.path))}
                 if not failed:
                     failed = self._ask_commitment(settings, again)
@@ -574,7 +575,7 @@ class Outbox:
         return None
 
     def _fail_with_columns(self, claimed: Path, reason: str, skipped: list[str], metas: list[FileMeta],
-                           ready: ReadyFiles | None) -> None:
+                           ready: UnpackedMembers | None) -> None:
         columns = _first_file_columns(metas[0], ready) if metas and ready is not None else {}
         self._outage_ended()  # the PACS answered (or was not needed): a ZIP of its own failed
         self._fail(claimed, reason, skipped, len(metas), columns)
@@ -696,10 +697,10 @@ def outbox_waiting(layout: StorageLayout) -> int:
         return 0
 
 
-def _extract(unpacker: ZipUnpacker, ready: ReadyFiles) -> None:
-    """Unpacking thread: announce each file; any failure ends every wait with that error."""
+def _extract(unpacker: ZipUnpacker, ready: UnpackedMembers) -> None:
+    """Unpacking thread: hand over each member; any failure ends every wait with that error."""
     try:
-        unpacker.extract_all(ready.mark)
+        unpacker.extract_all(ready)
         ready.finish()
     except (ZipRejected, OSError) as err:
         ready.finish(err)
@@ -708,7 +709,7 @@ def _extract(unpacker: ZipUnpacker, ready: ReadyFiles) -> None:
         ready.finish(ZipRejected(f"unpacking failed: {type(err).__name__}: {err}"))
 
 
-def _first_file_columns(first: FileMeta, ready: ReadyFiles) -> dict[str, object]:
+def _first_file_columns(first: FileMeta, ready: UnpackedMembers) -> dict[str, object]:
     """Study columns from the first file alone, once it is unpacked (or {} if it never is)."""
     try:
         ready.wait(first)
@@ -720,15 +721,19 @@ def _first_file_columns(first: FileMeta, ready: ReadyFiles) -> dict[str, object]
 _SENT_ROW_OWN = ("image_count", "crid")  # a sent ZIP's row counts the images sent; it routes by no IDs
 
 
-def study_columns(files: list[Path]) -> dict[str, Any]:
-    """The log book's study columns for a ZIP being sent (first file + every file's modality)."""
+def study_columns(files: list[Path], modalities: list[str] | None = None) -> dict[str, Any]:
+    """The log book's study columns for a ZIP being sent (first file + every file's modality).
+
+    ``modalities``: every image's, when already known (images sent from memory have no file).
+    """
     try:
         study = read_study_record(files[0])
     except Exception:  # noqa: BLE001 - the row is written without study columns
         return {}
-    modalities = []
-    for path in files:
-        scan = scan_header(path, {MODALITY})
-        modalities.append(scan.text(MODALITY) if scan else "")
+    if modalities is None:
+        modalities = []
+        for path in files:
+            scan = scan_header(path, {MODALITY})
+            modalities.append(scan.text(MODALITY) if scan else "")
     columns = log_columns(replace(study, modalities=tuple(modalities)))
     return {name: value for name, value in columns.items() if name not in _SENT_ROW_OWN}

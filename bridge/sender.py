@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import ssl
 import threading
 import time
@@ -208,7 +209,9 @@ def _is_stored(status: int) -> bool:
     return status == 0x0000 or (status & 0xF000) == 0xB000
 
 
-WaitForFile = Callable[[FileMeta], None]
+# Blocks until a file can be sent; returns its bytes when they are held in memory, None when
+# they are in ``FileMeta.path`` (the outbox sends while it is still unpacking: safe_unzip.UnpackedMembers).
+WaitForFile = Callable[[FileMeta], "bytes | None"]
 
 
 def _no_wait(meta: FileMeta) -> None:
@@ -219,9 +222,10 @@ def send_batch(target: PacsTarget, batch: list[FileMeta], report: SendReport, wa
                convert_into: Path | None = None) -> None:
     """One association for one batch; fills ``report``; raises TransientSendError.
 
-    ``wait`` blocks until a file exists (the outbox sends while it is still unpacking). A file
-    whose own syntax the PACS refuses is converted to an accepted fallback into ``convert_into``
-    (``transcode``) and the copy is sent; without a folder it fails with the refusal.
+    ``wait`` blocks until a file can be sent (the outbox sends while it is still unpacking) and
+    may hand its bytes over instead of leaving them in the file. A file whose own syntax the PACS
+    refuses is converted to an accepted fallback into ``convert_into`` (``transcode``) and the
+    copy is sent; without a folder it fails with the refusal.
     """
     ae = AE(ae_title=target.calling_ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = target.network_timeout_seconds
@@ -249,8 +253,11 @@ def send_batch(target: PacsTarget, batch: list[FileMeta], report: SendReport, wa
         for message_id, meta in enumerate(batch, start=1):
             if meta.path in done:
                 continue
-            wait(meta)
+            data = wait(meta)
             to_send: Path | Dataset = meta.path
+            if data is not None and not (assoc.is_established and _fast_path_takes(assoc, meta)):
+                keep_file(meta.path, data)  # pynetdicom and the converter read files; a later try finds it
+                data = None
             if meta.transfer_syntax not in accepted[meta.sop_class]:
                 converted = _converted_copy(meta, accepted[meta.sop_class], convert_into, report)
                 if converted is None:
@@ -264,7 +271,7 @@ def send_batch(target: PacsTarget, batch: list[FileMeta], report: SendReport, wa
             if not assoc.is_established:  # e.g. a PACS closing idle associations while we unpacked
                 raise TransientSendError("the PACS closed the association while the bridge was unpacking")
             try:
-                status = _store(assoc, to_send, meta, message_id % 0x10000 or 1)
+                status = _store(assoc, to_send, meta, message_id % 0x10000 or 1, data)
             except RuntimeError as err:  # pynetdicom: "association ... must be established"
                 raise TransientSendError(f"the association ended while sending ({err})") from None
             if status is None:
@@ -283,14 +290,27 @@ def send_batch(target: PacsTarget, batch: list[FileMeta], report: SendReport, wa
             assoc.release()
 
 
-def _store(assoc, to_send: Path | Dataset, meta: FileMeta, message_id: int) -> int | None:  # noqa: ANN001
-    """One C-STORE: the file as it is through the fast path when its own syntax was accepted
-    (``fast_send``), else pynetdicom's ``send_c_store``; the status, None if none came."""
+def _fast_path_takes(assoc, meta: FileMeta) -> bool:  # noqa: ANN001 - pynetdicom Association
+    return fast_send.usable_context(assoc, meta.sop_class, meta.transfer_syntax) is not None
+
+
+def keep_file(path: Path, data: bytes) -> None:
+    """Write bytes handed over in memory to their file, whole or not at all (a later try reads it)."""
+    partial = path.with_suffix(".part")
+    with open(partial, "wb") as sink:
+        sink.write(data)
+    os.replace(partial, path)
+
+
+def _store(assoc, to_send: Path | Dataset, meta: FileMeta, message_id: int,  # noqa: ANN001
+           data: bytes | None = None) -> int | None:
+    """One C-STORE: the file (or ``data``, its bytes) as it is through the fast path when its own
+    syntax was accepted (``fast_send``), else pynetdicom's ``send_c_store``; the status, None if none came."""
     if to_send is meta.path:
         context_id = fast_send.usable_context(assoc, meta.sop_class, meta.transfer_syntax)
         if context_id is not None:
             return fast_send.send_c_store(assoc, context_id, meta.path, meta.sop_class, meta.sop_instance,
-                                          message_id)
+                                          message_id, data)
     response = assoc.send_c_store(to_send, msg_id=message_id)
     status = response.get("Status") if response is not None else None
     return int(status) if status is not None else None

@@ -112,14 +112,14 @@ def test_damaged_deflate_stream_fails_that_zip_only(bridge_settings, make_bridge
 
 def test_pacs_closing_an_idle_association_while_unpacking(bridge_settings, make_bridge, tmp_path, monkeypatch):
     orthanc = Orthanc(tmp_path / "orthanc", DicomScpTimeout=1)
-    copy = ZipUnpacker._copy_member
+    chunks = ZipUnpacker._member_chunks
 
-    def slow_second_member(self, info, target, total):  # noqa: ANN001 - a slow disk, for the test
+    def slow_second_member(self, info, total):  # noqa: ANN001 - a slow disk, for the test
         if info.filename.endswith("0001.dcm"):
             time.sleep(2.5)  # not synchronisation: the idle time Orthanc must see (DicomScpTimeout 1 s)
-        return copy(self, info, target, total)
+        return chunks(self, info, total)
 
-    monkeypatch.setattr(ZipUnpacker, "_copy_member", slow_second_member)
+    monkeypatch.setattr(ZipUnpacker, "_member_chunks", slow_second_member)
     try:
         bridge = make_bridge(sending_settings(bridge_settings, orthanc.port, orthanc.aet))
         files = make_study(tmp_path / "study", count=3).files
