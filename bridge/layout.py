@@ -133,6 +133,14 @@ def is_disk_full_error(err: OSError) -> bool:
     return err.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
+def write_whole(path: Path, data: bytes) -> None:
+    """Write ``data`` so that a file under ``path``'s name is always whole (``.part`` first, then a rename)."""
+    partial = path.with_suffix(".part")
+    with open(partial, "wb") as sink:
+        sink.write(data)
+    os.replace(partial, path)
+
+
 def fsync_path(path: Path) -> None:
     """Flush a file or folder to stable storage (folders: makes a rename in them durable)."""
     flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) if path.is_dir() else os.O_RDONLY

@@ -172,6 +172,8 @@ class ZipUnpacker:
                 self._total += len(data)
                 if members.keep(meta.path, data, self.cancelled):
                     continue
+                if self.cancelled.is_set():
+                    return
                 with open(meta.path, "wb") as sink:  # no room in memory: the sender reads it from disk
                     sink.write(data)
             else:

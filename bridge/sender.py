@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import ssl
 import threading
 import time
@@ -34,6 +33,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from . import fast_send
 from .fast_send import FastSendAE as AE  # event-driven reactors (bridge/reactor.py), the fast path
+from .layout import write_whole
 from .net import NAGLE_OFF
 from .tls import probe_connection
 from .transcode import ConversionError, convert, fallback_syntaxes
@@ -296,10 +296,7 @@ def _fast_path_takes(assoc, meta: FileMeta) -> bool:  # noqa: ANN001 - pynetdico
 
 def keep_file(path: Path, data: bytes) -> None:
     """Write bytes handed over in memory to their file, whole or not at all (a later try reads it)."""
-    partial = path.with_suffix(".part")
-    with open(partial, "wb") as sink:
-        sink.write(data)
-    os.replace(partial, path)
+    write_whole(path, data)
 
 
 def _store(assoc, to_send: Path | Dataset, meta: FileMeta, message_id: int,  # noqa: ANN001
