@@ -19,7 +19,7 @@ from .conftest import free_port
 from .fakes import FakeClock
 from .pacs import Orthanc, StoreSCP
 from .studies import make_study
-from .test_send import sending_settings, zip_of
+from .test_send import drop_and_wait, sending_settings, zip_of
 
 pytestmark = pytest.mark.peers
 
@@ -117,12 +117,8 @@ def test_instances_the_pacs_did_not_commit_are_sent_again_then_the_zip_fails_nam
     lost = uids(files)[1]
     pacs = CommitmentPacs(bridge_settings.receive_port,
                           lambda asked, instances: {lost: 0x0112} if asked <= failing_reports else {})
-    try:
-        bridge = make_bridge(committing_settings(bridge_settings, pacs.port, pacs.aet))
-        bridge.drop(zip_of(files), "lossy.zip")
-        (done,) = bridge.wait_done()
-    finally:
-        pacs.stop()
+    bridge, done = drop_and_wait(make_bridge, committing_settings(bridge_settings, pacs.port, pacs.aet), pacs,
+                                 zip_of(files), "lossy.zip")
     assert pacs.asked[1] == [lost] and pacs.stored[lost] == 2  # only that one was sent and asked again
     assert all(pacs.stored[uid] == 1 for uid in uids(files) if uid != lost)
     if failing_reports == 1:
@@ -140,23 +136,15 @@ def test_an_instance_left_out_of_the_report_is_sent_and_asked_again(bridge_setti
     forgotten = uids(files)[0]
     pacs = CommitmentPacs(bridge_settings.receive_port,
                           lambda asked, instances: {forgotten: -1} if asked == 1 else {})
-    try:
-        bridge = make_bridge(committing_settings(bridge_settings, pacs.port, pacs.aet))
-        bridge.drop(zip_of(files), "partial.zip")
-        (done,) = bridge.wait_done()
-    finally:
-        pacs.stop()
+    _bridge, done = drop_and_wait(make_bridge, committing_settings(bridge_settings, pacs.port, pacs.aet), pacs,
+                                  zip_of(files), "partial.zip")
     assert done.status == SUCCESS and pacs.asked[1] == [forgotten] and pacs.stored[forgotten] == 2
 
 
 def test_a_pacs_without_storage_commitment_fails_the_zip_with_the_reason(bridge_settings, make_bridge, tmp_path):
     scp = StoreSCP(tmp_path / "scp")
-    try:
-        bridge = make_bridge(committing_settings(bridge_settings, scp.port, scp.aet))
-        bridge.drop(zip_of(make_study(tmp_path / "study", count=1).files), "plain.zip")
-        (done,) = bridge.wait_done()
-    finally:
-        scp.stop()
+    bridge, done = drop_and_wait(make_bridge, committing_settings(bridge_settings, scp.port, scp.aet), scp,
+                                 zip_of(make_study(tmp_path / "study", count=1).files), "plain.zip")
     assert done.status == FAILED
     reason = (bridge.layout.outbox_failed / "plain.zip.reason.txt").read_text()
     assert "does not support storage commitment" in reason and "send.storage_commitment" in reason

@@ -4,11 +4,14 @@ Pending, Help, attach mode with the service's real state, hand edits, unknown ke
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import queue
 import socket
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
@@ -57,6 +60,24 @@ def hosted(tmp_path):
     assert isinstance(session, HostedSession)
     yield session
     session.close()
+
+
+@contextlib.contextmanager
+def attached_to_a_service(config: Path) -> Iterator[tuple[Any, AttachedSession]]:
+    """A headless service running on ``config`` and a session attached to it; both end afterwards."""
+    from .test_headless import HeadlessBridge
+
+    service = HeadlessBridge(config)
+    try:
+        service.wait_for_line("running headless")
+        session = open_session(load_settings(config), config, bind_address="127.0.0.1")
+        assert isinstance(session, AttachedSession)
+        try:
+            yield service, session
+        finally:
+            session.close()
+    finally:
+        service.stop()
 
 
 def text_of(app, selector: str) -> str:
@@ -225,36 +246,25 @@ async def test_pending_view_shows_a_study_while_it_arrives(tmp_path):
 
 
 async def test_attached_ui_shows_the_service_pending_study_and_its_death(tmp_path):
-    from .test_headless import HeadlessBridge
-
     config = make_config(tmp_path, receive__timeout_seconds=600)
     settings = load_settings(config)
-    service = HeadlessBridge(config)
-    try:
-        service.wait_for_line("running headless")
-        session = open_session(settings, config, bind_address="127.0.0.1")
-        assert isinstance(session, AttachedSession)
-        try:
-            app = DicomBridgeApp(session)
-            async with app.run_test(size=(80, 24)) as pilot:
-                pid = service.process.pid
-                await until(pilot, lambda: f"service pid {pid}" in text_of(app, "#status"))
-                assert f"listening on port {settings.receive_port}" in text_of(app, "#status")
-                study = make_study(tmp_path / "send", count=1)
-                await asyncio.to_thread(run_storescu, settings.receive_port, [str(study.files[0])])
-                await pilot.press("f4")
-                await until(pilot, lambda: isinstance(app.screen, PendingScreen))
-                table = app.screen.query_one(DataTable)
-                await until(pilot, lambda: table.row_count == 1
-                            and str(table.get_row_at(0)[0]) == "HOLTZMANN, Carsten")
-                assert "1 pending" in text_of(app, "#status")
-                assert service.stop() == 0
-                await until(pilot, lambda: "service not running" in text_of(app, "#status"))
-                assert f"pid {pid}" in text_of(app, "#status")
-        finally:
-            session.close()
-    finally:
-        service.stop()
+    with attached_to_a_service(config) as (service, session):
+        app = DicomBridgeApp(session)
+        async with app.run_test(size=(80, 24)) as pilot:
+            pid = service.process.pid
+            await until(pilot, lambda: f"service pid {pid}" in text_of(app, "#status"))
+            assert f"listening on port {settings.receive_port}" in text_of(app, "#status")
+            study = make_study(tmp_path / "send", count=1)
+            await asyncio.to_thread(run_storescu, settings.receive_port, [str(study.files[0])])
+            await pilot.press("f4")
+            await until(pilot, lambda: isinstance(app.screen, PendingScreen))
+            table = app.screen.query_one(DataTable)
+            await until(pilot, lambda: table.row_count == 1
+                        and str(table.get_row_at(0)[0]) == "HOLTZMANN, Carsten")
+            assert "1 pending" in text_of(app, "#status")
+            assert service.stop() == 0
+            await until(pilot, lambda: "service not running" in text_of(app, "#status"))
+            assert f"pid {pid}" in text_of(app, "#status")
 
 
 async def test_hand_edits_are_applied_while_the_ui_hosts_and_the_form_follows(hosted):
@@ -379,36 +389,24 @@ async def test_a_burst_of_rows_reaches_the_table_in_few_coalesced_messages(hoste
 
 
 async def test_zip_again_from_an_attached_ui_is_done_by_the_service(tmp_path):
-    from .test_headless import HeadlessBridge
-
-    config = make_config(tmp_path)
-    settings = load_settings(config)
-    service = HeadlessBridge(config)
-    try:
-        service.wait_for_line("running headless")
-        session = open_session(settings, config, bind_address="127.0.0.1")
-        assert isinstance(session, AttachedSession)
-        try:
-            study = make_study(tmp_path / "study", count=2, crid_value="CRID#1234567890123456")
-            folder = session.storage / "Inbox_Failed" / "HOLTZMANN, Carsten_failed"
-            folder.mkdir()
-            for number, path in enumerate(study.files, start=1):
-                os.replace(path, folder / f"{number:06d}-{number}.dcm")
-            (folder / "reason.txt").write_text("zipping failed\n")
-            session.logbook.add(LogEntry(RECEIVE, FAILED, "zipping failed", target=str(folder)))
-            app = DicomBridgeApp(session)
-            async with app.run_test(size=(80, 24)) as pilot:
-                await until(pilot, lambda: table_rows(app) and table_rows(app)[0]["Status"] == "Failed")
-                app.screen.query_one(DataTable).move_cursor(row=0)
-                await until(pilot, lambda: "zip again" in text_of(app, "#detail"))
-                await pilot.press("a")
-                await app.workers.wait_for_complete()
-                await until(pilot, lambda: any(r["Action"] == "Receive" and r["Status"] == "Success"
-                                               for r in table_rows(app)))
-            assert not folder.exists() and len(list((session.storage / "Inbox_Auto").glob("*.zip"))) == 1
-        finally:
-            session.close()
-    finally:
+    with attached_to_a_service(make_config(tmp_path)) as (service, session):
+        study = make_study(tmp_path / "study", count=2, crid_value="CRID#1234567890123456")
+        folder = session.storage / "Inbox_Failed" / "HOLTZMANN, Carsten_failed"
+        folder.mkdir()
+        for number, path in enumerate(study.files, start=1):
+            os.replace(path, folder / f"{number:06d}-{number}.dcm")
+        (folder / "reason.txt").write_text("zipping failed\n")
+        session.logbook.add(LogEntry(RECEIVE, FAILED, "zipping failed", target=str(folder)))
+        app = DicomBridgeApp(session)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await until(pilot, lambda: table_rows(app) and table_rows(app)[0]["Status"] == "Failed")
+            app.screen.query_one(DataTable).move_cursor(row=0)
+            await until(pilot, lambda: "zip again" in text_of(app, "#detail"))
+            await pilot.press("a")
+            await app.workers.wait_for_complete()
+            await until(pilot, lambda: any(r["Action"] == "Receive" and r["Status"] == "Success"
+                                           for r in table_rows(app)))
+        assert not folder.exists() and len(list((session.storage / "Inbox_Auto").glob("*.zip"))) == 1
         assert service.stop() == 0
 
 
@@ -448,34 +446,24 @@ def test_attached_status_follows_a_killed_service_and_its_successor(tmp_path):
     from .test_headless import HeadlessBridge
 
     config = make_config(tmp_path)
-    settings = load_settings(config)
-    first = HeadlessBridge(config)
-    try:
-        first.wait_for_line("running headless")
-        session = open_session(settings, config, bind_address="127.0.0.1")
-        assert isinstance(session, AttachedSession)
+    with attached_to_a_service(config) as (first, session):
+        changes: queue.Queue[StatusChanged] = queue.Queue()
+        session.subscribe(lambda event: changes.put(event) if isinstance(event, StatusChanged) else None)
+
+        def next_status(matches) -> StatusChanged:
+            while True:
+                event = changes.get(timeout=60)
+                if matches(event.status):
+                    return event
+
+        next_status(lambda s: s.service_alive and s.owner_pid == first.process.pid and s.listening)
+        first.process.kill()
+        first.process.wait(timeout=30)
+        dead = next_status(lambda s: not s.service_alive)
+        assert dead.status.owner_pid == first.process.pid
+        second = HeadlessBridge(config)
         try:
-            changes: queue.Queue[StatusChanged] = queue.Queue()
-            session.subscribe(lambda event: changes.put(event) if isinstance(event, StatusChanged) else None)
-
-            def next_status(matches) -> StatusChanged:
-                while True:
-                    event = changes.get(timeout=60)
-                    if matches(event.status):
-                        return event
-
-            next_status(lambda s: s.service_alive and s.owner_pid == first.process.pid and s.listening)
-            first.process.kill()
-            first.process.wait(timeout=30)
-            dead = next_status(lambda s: not s.service_alive)
-            assert dead.status.owner_pid == first.process.pid
-            second = HeadlessBridge(config)
-            try:
-                second.wait_for_line("running headless")
-                next_status(lambda s: s.service_alive and s.owner_pid == second.process.pid)
-            finally:
-                assert second.stop() == 0
+            second.wait_for_line("running headless")
+            next_status(lambda s: s.service_alive and s.owner_pid == second.process.pid)
         finally:
-            session.close()
-    finally:
-        first.stop()
+            assert second.stop() == 0

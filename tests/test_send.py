@@ -86,6 +86,17 @@ def zip_of(files: list[Path], extra: dict[str, bytes] | None = None) -> bytes:
     return buffer.getvalue()
 
 
+def drop_and_wait(make_bridge, settings, peer, zip_bytes: bytes, name: str = "study.zip"):  # noqa: ANN001
+    """Start a bridge with ``settings``, drop one ZIP, wait for its outcome; ``peer`` is stopped afterwards."""
+    try:
+        bridge = make_bridge(settings)
+        bridge.drop(zip_bytes, name)
+        (done,) = bridge.wait_done()
+    finally:
+        peer.stop()
+    return bridge, done
+
+
 def mixed_study(folder: Path) -> list[Path]:
     """CT + compressed (JPEG 2000, JPEG, RLE) + SR of one patient, as a messaging app sends them."""
     first = make_study(folder / "ct", count=4, sample=CT)
@@ -197,12 +208,8 @@ def test_damaged_member_fails_the_zip_with_its_reason(bridge_settings, make_brid
     damaged = bytearray(stored.getvalue())
     damaged[len(damaged) * 3 // 4] ^= 0xFF  # inside b.dcm's pixel data: its CRC no longer matches
     scp = StoreSCP(tmp_path / "scp")
-    try:
-        bridge = make_bridge(sending_settings(bridge_settings, scp.port, scp.aet))
-        bridge.drop(bytes(damaged), "damaged.zip")
-        (done,) = bridge.wait_done()
-    finally:
-        scp.stop()
+    bridge, done = drop_and_wait(make_bridge, sending_settings(bridge_settings, scp.port, scp.aet), scp,
+                                 bytes(damaged), "damaged.zip")
     assert done.status == FAILED
     reason = (bridge.layout.outbox_failed / "damaged.zip.reason.txt").read_text()
     assert "b.dcm" in reason and "CRC" in reason
