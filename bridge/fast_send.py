@@ -39,8 +39,10 @@ The hand encoding and the batched writes would be welcome upstream.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import queue
 import struct
 import threading
 import time
@@ -48,6 +50,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, cast
+
+try:  # POSIX: the socket's unacknowledged bytes (SIOCOUTQ == TIOCOUTQ on Linux)
+    import fcntl
+    import termios
+except ImportError:  # Windows: the DIMSE timeout counts from the end of the writing
+    fcntl = None  # type: ignore[assignment]
+    termios = None  # type: ignore[assignment]
 
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from pynetdicom.dimse_primitives import C_STORE
@@ -62,6 +71,7 @@ PYNETDICOM_LOG = logging.getLogger("pynetdicom")
 READ_BYTES = 1024 * 1024  # the dataset is read and written in pieces of about this size
 PRIORITY_LOW = 2  # pynetdicom's default for send_c_store
 PAUSE_POLL_SECONDS = 0.0001  # as pynetdicom's send_c_store waits for its reactor to park
+PROGRESS_POLL_SECONDS = 1.0  # while waiting for a response: how often to look whether bytes still flow
 
 PYNETDICOM_DEPENDENCIES = (
     "pynetdicom.dul.DULServiceProvider._process_recv_primitive",
@@ -156,8 +166,15 @@ class OutgoingStore:
     def _read(self, position: int, size: int) -> bytes | memoryview:
         if self.data is not None:
             return memoryview(self.data)[position:position + size]
+        source = cast(BinaryIO, self.source)
         try:
-            data = os.pread(cast(BinaryIO, self.source).fileno(), size, position) if size else b""
+            if not size:
+                data = b""
+            elif hasattr(os, "pread"):
+                data = os.pread(source.fileno(), size, position)
+            else:  # Windows: only the DUL thread reads this file, so a seek cannot race
+                source.seek(position)
+                data = source.read(size)
         except OSError as err:
             raise FileUnreadable(f"{self.label} could not be read: {err}") from None
         if len(data) != size:
@@ -201,17 +218,22 @@ class FastSendDUL(EventDrivenDUL):
             message.finish()
             self.event_queue.put("Evt17")
             return
+        previous_timeout = sock.gettimeout()
         try:
+            sock.settimeout(self.assoc.network_timeout)
             for data in message.pieces():
-                sock.sendall(data)
+                _send_all(sock, data)
         except FileUnreadable as err:
             message.finish(err)
             self.assoc.dimse.msg_queue.put((None, None))  # the sender aborts and raises the error
             return
-        except OSError:  # the connection (TLS errors are OSErrors too)
+        except OSError:  # the connection, or a peer that stopped reading (TLS errors are OSErrors too)
             message.finish()
             self.event_queue.put("Evt17")  # as pynetdicom's AssociationSocket.send
             return
+        finally:
+            with contextlib.suppress(OSError):
+                sock.settimeout(previous_timeout)
         FastSendDUL.sent += 1
         message.finish()
 
@@ -237,6 +259,19 @@ class FastSendDUL(EventDrivenDUL):
             FastSendDUL.responses += 1
             self.assoc.dimse.msg_queue.put(response)
         return True
+
+
+def _send_all(sock: Any, data: bytes | memoryview) -> None:
+    """``sendall`` whose timeout means "no progress for that long", not "all of it within that long".
+
+    pynetdicom leaves a requested association's socket without a timeout, so a PACS that stops
+    reading would hold the DUL thread, and with it the sender's abort, for ever; with the
+    network timeout on each ``send`` a stalled peer ends the association, while a slow WAN link
+    that keeps taking bytes never does.
+    """
+    view = memoryview(data)
+    while view:
+        view = view[sock.send(view):]
 
 
 def c_store_response(body: memoryview) -> tuple[int, C_STORE] | None:
@@ -355,17 +390,63 @@ def send_c_store(assoc: Any, context_id: int, path: Path, sop_class: str, sop_in
 
 
 def _exchange(assoc: EventDrivenAssociation, message: OutgoingStore) -> Any:
-    """Queue the message and wait for the response, the association's reactor paused meanwhile."""
+    """Queue the message and wait for the response, the association's reactor paused meanwhile.
+
+    The DIMSE timeout counts from when the image's last bytes left, as DCMTK's counts from the
+    end of the sending: an image that takes longer than the timeout to cross a slow link is not
+    given up while bytes still flow (the DUL's writes end on their own when the peer takes
+    nothing for the network timeout; see :func:`_wait_for_response` for the bytes still queued).
+    """
+    slice_seconds = assoc.dimse.dimse_timeout or 60
     assoc._reactor_checkpoint.clear()
     try:
-        deadline = time.monotonic() + (assoc.dimse.dimse_timeout or 60)
+        deadline = time.monotonic() + slice_seconds
         while not assoc._is_paused:  # bounded, unlike pynetdicom's: a dead reactor never parks
             if time.monotonic() > deadline or not assoc.is_alive():
                 message.finish()
                 return None
             time.sleep(PAUSE_POLL_SECONDS)
         assoc.dul.to_provider_queue.put(cast(Any, message))  # FastSendDUL takes it off before pynetdicom looks
-        _context_id, response = assoc.dimse.get_msg(block=True)
-        return response
+        while not message.done.wait(slice_seconds):
+            if not assoc.dul.is_alive():
+                return None
+        return _wait_for_response(assoc)
     finally:
         assoc._reactor_checkpoint.set()
+
+
+def _wait_for_response(assoc: EventDrivenAssociation) -> Any:
+    """The next DIMSE message, or None after the DIMSE timeout without an answer *or* progress.
+
+    Written is not sent: the kernel may hold megabytes of the image in the socket's buffers
+    while a slow WAN link carries them. Where the bytes still unacknowledged by the peer can be
+    read (Linux), the timeout restarts while their number falls; elsewhere it counts from the
+    end of the writing.
+    """
+    timeout = assoc.dimse.dimse_timeout
+    if timeout is None:
+        return assoc.dimse.get_msg(block=True)[1]
+    transport = cast(Any, assoc.dul.socket)
+    sock = transport.socket if transport is not None else None
+    unsent = _unacknowledged_bytes(sock)
+    quiet_since = time.monotonic()
+    while True:
+        try:
+            return assoc.dimse.msg_queue.get(timeout=min(PROGRESS_POLL_SECONDS, timeout))[1]
+        except queue.Empty:
+            pass
+        now, before, unsent = time.monotonic(), unsent, _unacknowledged_bytes(sock)
+        if unsent is not None and before is not None and unsent < before:
+            quiet_since = now  # the link is still carrying the image
+        if now - quiet_since >= timeout:
+            return None
+
+
+def _unacknowledged_bytes(sock: Any) -> int | None:
+    """Bytes in the socket's send queue the peer has not acknowledged (Linux SIOCOUTQ), else None."""
+    if sock is None or fcntl is None or not hasattr(termios, "TIOCOUTQ"):
+        return None
+    try:
+        return cast(int, struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0])
+    except (OSError, ValueError):
+        return None

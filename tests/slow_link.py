@@ -1,7 +1,8 @@
 """A rate-limited TCP proxy on loopback: a slow WAN link between a sender and the bridge.
 
 Bytes from the client to the server are passed on at most ``bytes_per_second`` (in small slices,
-so they arrive as a steady trickle, not in bursts); replies go back at once. Threads, bounded:
+so they arrive as a steady trickle, not in bursts); replies go back at once. With
+``stall_after_bytes`` the link stops reading from the client after that many: a PACS that hangs. Threads, bounded:
 ``close`` stops the listener and every connection.
 """
 
@@ -12,13 +13,17 @@ import threading
 import time
 
 SLICE_BYTES = 8 * 1024
+RECEIVE_WINDOW_BYTES = 64 * 1024
 
 
 class SlowLink:
-    def __init__(self, target_port: int, bytes_per_second: float) -> None:
+    def __init__(self, target_port: int, bytes_per_second: float, stall_after_bytes: int | None = None) -> None:
         self.target_port = target_port
         self.bytes_per_second = bytes_per_second
+        self.stall_after_bytes = stall_after_bytes  # then stop reading from the client: a peer that hangs
         self._listener = socket.create_server(("127.0.0.1", 0))
+        # a WAN-like window: loopback would otherwise buffer megabytes the "link" has not carried yet
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_WINDOW_BYTES)
         self._listener.settimeout(0.2)
         self.port = self._listener.getsockname()[1]
         self._closing = threading.Event()
@@ -70,6 +75,9 @@ class SlowLink:
         free_at = time.monotonic()  # when the link can take the next byte (no credit saved up while idle)
         try:
             while not self._closing.is_set():
+                if limited and self.stall_after_bytes is not None and self.forwarded >= self.stall_after_bytes:
+                    self._closing.wait()  # read nothing more until the link is closed
+                    break
                 data = source.recv(SLICE_BYTES)
                 if not data:
                     break

@@ -29,8 +29,12 @@ def _unsupported(*_args: object, **_kwargs: object) -> None:
 
 @pytest.fixture
 def without_posix(monkeypatch):
-    for name in ("link", "fchmod", "O_DIRECTORY", "posix_fadvise", "POSIX_FADV_DONTNEED", "fchown", "getuid"):
+    from bridge import fast_send
+
+    for name in ("link", "fchmod", "O_DIRECTORY", "posix_fadvise", "POSIX_FADV_DONTNEED", "fchown", "getuid",
+                 "pread"):
         monkeypatch.delattr(os, name, raising=False)
+    monkeypatch.setattr(fast_send, "fcntl", None)  # no SIOCOUTQ: the DIMSE timeout counts from the last write
     monkeypatch.setattr(os, "umask", _unsupported)
     monkeypatch.setattr(os, "chmod", _unsupported)
     monkeypatch.delattr(signal, "SIGTERM", raising=False)
@@ -91,3 +95,23 @@ def _wait_for_file(path, attempts: int = 600) -> bool:
             return True
         ready.wait(0.1)
     return False
+
+
+def test_the_send_fast_path_works_without_pread_and_socket_queue_sizes(tmp_path, without_posix):
+    from bridge import sender
+    from bridge.fast_send import FastSendDUL
+
+    from .pacs import StoreSCP
+
+    big = make_study(tmp_path / "big", count=1, customize=lambda d: setattr(d, "PixelData", bytes(3 * 1024 * 1024)))
+    files = [*make_study(tmp_path / "study", count=2).files, *big.files]  # one read in several pieces
+    scp = StoreSCP(tmp_path / "scp")
+    sent_before = FastSendDUL.sent
+    try:
+        target = sender.PacsTarget("127.0.0.1", scp.port, scp.aet, "BRIDGE", network_timeout_seconds=10)
+        report = sender.send_files(target, [sender.read_meta(f) for f in files], sender.SendReport())
+    finally:
+        scp.process.kill()  # no SIGTERM in this test's world
+        scp.process.wait(timeout=30)
+    assert report.ok and len(report.delivered) == 3 and FastSendDUL.sent - sent_before == 3
+    assert len(list((tmp_path / "scp").iterdir())) == 3
