@@ -107,8 +107,10 @@ def association_policy() -> str:
          (f"send.parallel_associations per ZIP (default {settings_from_mapping({}).send_parallel_associations}), "
           "one ZIP at a time")),
         ("ARTIM / ACSE timeout", f"{ae.acse_timeout} s", f"{sender.NETWORK_TIMEOUT_SECONDS} s"),
-        ("DIMSE timeout", f"{ae.dimse_timeout} s", f"{sender.NETWORK_TIMEOUT_SECONDS} s"),
-        ("Network (idle) timeout", f"{ae.network_timeout} s", f"{sender.NETWORK_TIMEOUT_SECONDS} s"),
+        ("DIMSE timeout", f"{ae.dimse_timeout} s", f"{sender.NETWORK_TIMEOUT_SECONDS} s from when a C-STORE's "
+         "bytes stopped moving (an image still crossing a slow link is not given up)"),
+        ("Network (idle) timeout", f"{ae.network_timeout} s", f"{sender.NETWORK_TIMEOUT_SECONDS} s; also a PACS "
+         "that takes no bytes of an image for this long ends the association"),
         ("Presentation contexts per association", "as proposed",
          f"up to {sender.MAX_CONTEXTS}: per (SOP class, transfer syntax) pair the file's own syntax and one "
          "context with its lossless fallbacks (converted when only those are accepted); more pairs use further "
