@@ -164,28 +164,80 @@ def scan_header(path: Path, wanted: set[int]) -> HeaderScan | None:
 def scan_dataset_start(data: bytes, syntax: str, wanted: set[int]) -> dict[int, bytes] | None:
     """Raw values of the ``wanted`` top-level tags in the first bytes of a dataset (no file meta),
     as ``scan_header`` reads them from a file; None when ``data`` ends before the walk is sure."""
-    if syntax == DEFLATED_TS:
+    peek = peek_dataset(data, syntax, frozenset(wanted))
+    return None if peek is None else peek.values(wanted)
+
+
+@dataclass(frozen=True)
+class DatasetPeek:
+    """What a walk over a dataset's first bytes settled, even when the bytes ended before the last wanted tag.
+
+    Every ``wanted`` tag below ``settled_below`` is in ``elements`` or certainly absent at the top level
+    (elements are in ascending order); ``data`` holds the bytes walked, for decoding an element with pydicom.
+    """
+
+    wanted: frozenset[int]
+    elements: dict[int, RawElement]
+    settled_below: int
+    implicit_vr: bool
+    little_endian: bool
+    data: bytes
+
+    def settled(self, tags: set[int] | frozenset[int]) -> bool:
+        """Whether every one of ``tags`` was looked for and is known (found or absent)."""
+        return tags <= self.wanted and max(tags) < self.settled_below
+
+    def values(self, tags: set[int] | frozenset[int]) -> dict[int, bytes] | None:
+        """Raw values of ``tags`` (an absent one is absent), or None when the walk did not settle them all."""
+        if not self.settled(tags):
+            return None
+        return {tag: element.value for tag, element in self.elements.items() if tag in tags}
+
+    def encoded(self, tags: set[int] | frozenset[int]) -> bytes:
+        """The found elements of ``tags``, header and value, as they were encoded (a dataset of their own)."""
+        return b"".join(self.data[element.header_start : element.value_start + element.length]
+                        for tag, element in sorted(self.elements.items()) if tag in tags)
+
+
+def peek_dataset(data: bytes, syntax: str, wanted: frozenset[int]) -> DatasetPeek | None:
+    """Walk the first bytes of a dataset (no file meta) for the ``wanted`` top-level tags, as far as the
+    bytes go; None for a deflated dataset (its bytes are not the elements)."""
+    if syntax == DEFLATED_TS or not wanted:
         return None
     walker = _Walker(data, ">" if syntax == EXPLICIT_BE_TS else "<", implicit=syntax == IMPLICIT_LE_TS)
+    elements: dict[int, RawElement] = {}
+    progress = _Progress()
     try:
-        elements, _ = _top_level(walker, 0, wanted, ends_file=False)
+        _top_level(walker, 0, wanted, ends_file=False, elements=elements, progress=progress)
+        settled_below = UNDEFINED + 1  # walked past the last wanted tag: all settled
     except (_Unsure, struct.error):
-        return None
-    return {tag: element.value for tag, element in elements.items()}
+        settled_below = progress.settled_below
+    return DatasetPeek(wanted, elements, settled_below, walker.implicit, walker.order == "<", data)
 
 
-def _top_level(walker: _Walker, pos: int, wanted: set[int],
-               ends_file: bool) -> tuple[dict[int, RawElement], dict[int, int]]:
+@dataclass
+class _Progress:
+    """How far a top-level walk got: every tag below ``settled_below`` was walked over."""
+
+    settled_below: int = 0
+
+
+def _top_level(walker: _Walker, pos: int, wanted: set[int] | frozenset[int], ends_file: bool,
+               elements: dict[int, RawElement] | None = None,
+               progress: _Progress | None = None) -> tuple[dict[int, RawElement], dict[int, int]]:
     """The wanted elements and the group lengths up to the last wanted tag; _Unsure if the bytes end first
-    (unless ``ends_file``: the bytes are the whole file, so a tag not met is absent)."""
+    (unless ``ends_file``: the bytes are the whole file, so a tag not met is absent). ``progress``, when
+    given, follows the walk, so that a caller knows what was settled before an _Unsure."""
     head = walker.head
     last_wanted = max(wanted)
-    elements: dict[int, RawElement] = {}
+    elements = {} if elements is None else elements
+    progress = _Progress() if progress is None else progress
     group_lengths: dict[int, int] = {}
     while True:
         if pos == len(head) and ends_file:
             break  # end of a small file
         tag, vr, start, length = walker.element(pos)
+        progress.settled_below = tag  # every tag before this one was walked over
         if tag > last_wanted:
             break
         if tag in wanted:
@@ -195,4 +247,5 @@ def _top_level(walker: _Walker, pos: int, wanted: set[int],
         elif tag & 0xFFFF == 0 and length == 4:
             group_lengths[tag >> 16] = start
         pos = walker.skip_value(vr, start, length)
+        progress.settled_below = tag + 1
     return elements, group_lengths
