@@ -350,6 +350,7 @@ class FastStoreDUL(EventDrivenDUL):
         self._fast_allowed: bool | None = None
         self._in_flight: _InFlight | None = None
         self._buffer: bytearray | None = None
+        self._study_told: str | None = None  # the last study named to the "bytes arrived" hook at once
 
     @property
     def options(self) -> FastStoreOptions | None:
@@ -552,7 +553,8 @@ class FastStoreDUL(EventDrivenDUL):
         return None
 
     def _first_fragment(self, store: _InFlight, data: memoryview) -> None:
-        """Peek the Study Instance UID and tell the "bytes arrived" hook at once."""
+        """Peek the Study Instance UID; tell the "bytes arrived" hook at once when the study is new to the
+        association (for the study of its previous image the hook knows already: the usual throttle will do)."""
         store.first_fragment = False
         options = self.options
         wanted = IDENTITY_TAGS if options is None else IDENTITY_TAGS | options.peek_tags()
@@ -560,9 +562,9 @@ class FastStoreDUL(EventDrivenDUL):
         store.identity = None if store.peek is None else store.peek.values(IDENTITY_TAGS)
         study = None if store.identity is None else store.identity.get(STUDY_INSTANCE_TAG)
         self.study_in_flight = None if study is None else _text(study)
-        if self.study_in_flight is not None:
-            self._last_bytes_hook = 0.0
-            self._after_bytes(None)
+        if self.study_in_flight is not None and self.study_in_flight != self._study_told:
+            self._study_told = self.study_in_flight
+            self._after_bytes(None, at_once=True)
 
     def _fail_stream(self) -> None:
         self._cut_off()
