@@ -260,13 +260,18 @@ def summarise(runs: dict[str, list[dict[str, float]]], key: str) -> dict[str, di
             # CPU time inflates on a busy machine (shared caches and cores): storescp's in the same run is the yardstick
             entry["cpu_ratio_to_storescp"] = statistics.median(
                 v["cpu_ms_per_image"] / r["cpu_ms_per_image"] for v, r in zip(values, reference, strict=True))
+        baseline = runs.get(kind.replace("bridge-", "baseline-"), []) if kind.startswith("bridge-") else []
+        if baseline and len(baseline) == len(values):  # this code against the baseline's, run by run
+            entry["cpu_ratio_to_baseline"] = statistics.median(
+                v["cpu_ms_per_image"] / b["cpu_ms_per_image"] for v, b in zip(values, baseline, strict=True))
         summary[kind] = entry
     return {key: summary} if key else summary
 
 
 def _cpu_ratio(entry: dict[str, float]) -> str:
-    ratio = entry.get("cpu_ratio_to_storescp")
-    return "" if ratio is None else f" ({ratio:4.2f}x storescp's)"
+    ratio, baseline = entry.get("cpu_ratio_to_storescp"), entry.get("cpu_ratio_to_baseline")
+    return ("" if ratio is None else f" ({ratio:4.2f}x storescp's)") + (
+        "" if baseline is None else f" ({baseline:4.2f}x the baseline's)")
 
 
 def main() -> int:

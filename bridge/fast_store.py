@@ -18,7 +18,8 @@ the DUL thread to the association thread and back. Here, inside the DUL thread:
    (``sync_file_range``) so that the final ``fdatasync`` (``receive.sync_before_ack``) finds
    little left to do; the Study and SOP Instance UIDs are peeked from the first fragment (with
    ``header_scan``'s walk, so they are what the receiver would read back from the file) for the
-   "bytes arrived" hook and for the handler;
+   "bytes arrived" hook and for the handler, with the receiver's ``FastStoreOptions.peek_tags``
+   (what the Pending view shows, so that it need not open the file either);
 4. after the last fragment the EVT_C_STORE handlers are called exactly as pynetdicom's storage
    SCP calls them (``event.request``, ``event.dataset_path``, ``event.context``, an exception
    answering 0xC211), with what the stream taught left on the request (``_bridge_incomplete``,
