@@ -8,7 +8,10 @@ always goes first on a warm or a cold machine):
 - ``storescp``: DCMTK storescp writing files (no fsync: the reference for speed);
 - ``bridge-sync``: DicomBridge with ``receive.sync_before_ack = true`` (the default);
 - ``bridge-nosync``: DicomBridge with ``receive.sync_before_ack = false``;
-- ``orthanc``: Orthanc with ``SyncStorageArea: true`` (it fsyncs every file before answering).
+- ``orthanc``: Orthanc with ``SyncStorageArea: true`` (it fsyncs every file before answering);
+- with ``--baseline DIR`` (another checkout of the bridge, e.g. ``git archive`` of an older commit
+  unpacked), ``baseline-sync`` and ``baseline-nosync``: that code, measured in the same runs, so that
+  a change is judged by ratios within one run rather than against figures from a quieter hour.
 
 Per receiver: wall time of one storescu sending the whole study, and of four storescu sending a
 quarter each at once; receiver CPU milliseconds per image (user + system time of the receiving
@@ -19,6 +22,7 @@ quoting) and as the median of the per-run ratios to storescp. Then the bridge's 
 memory (VmHWM) while receiving a ~1 GB study, and how soon its ZIP follows the timeout.
 
     python benchmarks/bench_receive.py [--images 500] [--repeats 5] [--big-images 2000] [--json out.json]
+                                       [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -174,7 +178,7 @@ class Receiver:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def start_receiver(kind: str, work: Path) -> Receiver:
+def start_receiver(kind: str, work: Path, baseline: Path | None = None) -> Receiver:
     port = free_port()
     folder = work / f"{kind}-{port}"
     folder.mkdir(parents=True)
@@ -196,10 +200,12 @@ def start_receiver(kind: str, work: Path) -> Receiver:
         config = write_config(folder / "bridge.toml", general__storage_folder=str(folder / "store"),
                               general__min_free_mb=0, receive__port=port, receive__timeout_seconds=TIMEOUT_SECONDS,
                               receive__crid_tag_group="0010", receive__crid_tag_element="2201",
-                              receive__sync_before_ack=kind == "bridge-sync")
+                              receive__sync_before_ack=kind.endswith("-sync"))
         command = [sys.executable, "-m", "bridge.cli", "--headless", "--config", str(config)]
         called = "CRYPE_DCM"
-    process = subprocess.Popen(command, env=PEER_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    # python -m imports the bridge package from the working folder first: the baseline's code for its kinds
+    code = baseline if kind.startswith("baseline-") and baseline is not None else ROOT
+    process = subprocess.Popen(command, env=PEER_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=code)
     receiver = Receiver(process, port, called, folder)
     try:
         wait_port(port)
@@ -209,8 +215,9 @@ def start_receiver(kind: str, work: Path) -> Receiver:
     return receiver
 
 
-def measure(kind: str, work: Path, study: Path, images: int, parallel: bool) -> dict[str, float]:
-    receiver = start_receiver(kind, work)
+def measure(kind: str, work: Path, study: Path, images: int, parallel: bool,
+            baseline: Path | None = None) -> dict[str, float]:
+    receiver = start_receiver(kind, work, baseline)
     try:
         before = cpu_seconds(receiver.process.pid)
         seconds = (send_parallel(quarters(study), receiver.port, receiver.called) if parallel
@@ -253,13 +260,18 @@ def summarise(runs: dict[str, list[dict[str, float]]], key: str) -> dict[str, di
             # CPU time inflates on a busy machine (shared caches and cores): storescp's in the same run is the yardstick
             entry["cpu_ratio_to_storescp"] = statistics.median(
                 v["cpu_ms_per_image"] / r["cpu_ms_per_image"] for v, r in zip(values, reference, strict=True))
+        baseline = runs.get(kind.replace("bridge-", "baseline-"), []) if kind.startswith("bridge-") else []
+        if baseline and len(baseline) == len(values):  # this code against the baseline's, run by run
+            entry["cpu_ratio_to_baseline"] = statistics.median(
+                v["cpu_ms_per_image"] / b["cpu_ms_per_image"] for v, b in zip(values, baseline, strict=True))
         summary[kind] = entry
     return {key: summary} if key else summary
 
 
 def _cpu_ratio(entry: dict[str, float]) -> str:
-    ratio = entry.get("cpu_ratio_to_storescp")
-    return "" if ratio is None else f" ({ratio:4.2f}x storescp's)"
+    ratio, baseline = entry.get("cpu_ratio_to_storescp"), entry.get("cpu_ratio_to_baseline")
+    return ("" if ratio is None else f" ({ratio:4.2f}x storescp's)") + (
+        "" if baseline is None else f" ({baseline:4.2f}x the baseline's)")
 
 
 def main() -> int:
@@ -269,8 +281,11 @@ def main() -> int:
     parser.add_argument("--big-images", type=int, default=2000, help="images of the ~1 GB memory study (0: skip)")
     parser.add_argument("--receivers", default=",".join(RECEIVERS))
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--baseline", type=Path, help="another checkout of the bridge, measured beside this one")
     args = parser.parse_args()
     kinds = [k for k in args.receivers.split(",") if k]
+    if args.baseline is not None:
+        kinds += [k for k in ("baseline-sync", "baseline-nosync") if k not in kinds]
     if "orthanc" in kinds and shutil.which("Orthanc", path="/usr/sbin:/usr/bin") is None:
         kinds.remove("orthanc")
     with tempfile.TemporaryDirectory(prefix="bench-receive-") as tmp:
@@ -285,8 +300,8 @@ def main() -> int:
             order = kinds[run % len(kinds):] + kinds[:run % len(kinds)]
             line = []
             for kind in order:
-                single[kind].append(measure(kind, work / "runs", study, args.images, parallel=False))
-                four[kind].append(measure(kind, work / "runs", study, args.images, parallel=True))
+                single[kind].append(measure(kind, work / "runs", study, args.images, False, args.baseline))
+                four[kind].append(measure(kind, work / "runs", study, args.images, True, args.baseline))
                 line.append(f"{kind} {single[kind][-1]['s']:.2f}/{four[kind][-1]['s']:.2f} s")
             print(f"  run {run + 1} (1 / 4 associations): " + ", ".join(line), flush=True)
         results: dict[str, object] = {"images": args.images, "study_mb": size_mb, "repeats": args.repeats,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from .instance import ImageFacts
     from .logbook import LogEntry
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ class InstanceStored:
     study_key: str
     pending_images: int
     sender: str = ""  # calling AE title @ address, for the Pending view
+    file: str = ""  # where the image is in the spool
+    facts: ImageFacts | None = None  # what the Pending view shows of it, peeked as it streamed in
 
 
 @dataclass(frozen=True)

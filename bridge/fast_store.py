@@ -18,7 +18,8 @@ the DUL thread to the association thread and back. Here, inside the DUL thread:
    (``sync_file_range``) so that the final ``fdatasync`` (``receive.sync_before_ack``) finds
    little left to do; the Study and SOP Instance UIDs are peeked from the first fragment (with
    ``header_scan``'s walk, so they are what the receiver would read back from the file) for the
-   "bytes arrived" hook and for the handler;
+   "bytes arrived" hook and for the handler, with the receiver's ``FastStoreOptions.peek_tags``
+   (what the Pending view shows, so that it need not open the file either);
 4. after the last fragment the EVT_C_STORE handlers are called exactly as pynetdicom's storage
    SCP calls them (``event.request``, ``event.dataset_path``, ``event.context``, an exception
    answering 0xC211), with what the stream taught left on the request (``_bridge_incomplete``,
@@ -55,7 +56,8 @@ import logging
 import os
 import struct
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -65,7 +67,7 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
 
-from .header_scan import SCAN_BYTES, scan_dataset_start
+from .header_scan import SCAN_BYTES, DatasetPeek, peek_dataset, scan_dataset_start
 from .reactor import EventDrivenAssociation, EventDrivenDUL, _recv_exactly
 
 LOGGER = logging.getLogger(__name__)
@@ -104,9 +106,15 @@ def cut_off_notice(calling: str) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class FastStoreOptions:
-    """The receiver's choices for the fast path."""
+    """The receiver's choices for the fast path.
+
+    ``peek_tags``: top-level tags to peek from each image's first fragment besides the Study and SOP
+    Instance UIDs (asked per image: the answer may follow live settings), left on the request for the
+    handler (:class:`StreamedFacts`).
+    """
 
     sync_before_ack: bool = True
+    peek_tags: Callable[[], frozenset[int]] = field(default=lambda: frozenset())
 
 
 @dataclass(frozen=True)
@@ -115,11 +123,14 @@ class StreamedFacts:
 
     ``identity``: raw (0008,0018)/(0020,000D) values peeked from the first fragment ({} or one of
     them missing: certainly absent at the top level), None when the peek was not certain;
-    ``synced``: the file's data is on stable storage already (``receive.sync_before_ack``).
+    ``synced``: the file's data is on stable storage already (``receive.sync_before_ack``);
+    ``peek``: the walk of the first fragment for those and ``FastStoreOptions.peek_tags`` (None for a
+    deflated dataset), whatever it settled.
     """
 
     identity: dict[int, bytes] | None
     synced: bool
+    peek: DatasetPeek | None = None
 
 
 # -- encoding by hand (byte-identical to pynetdicom/pydicom; see tests/test_fast_path.py) ---------
@@ -196,11 +207,14 @@ def _us(value: bytes | None) -> int | None:
 SOP_INSTANCE_TAG, STUDY_INSTANCE_TAG = 0x00080018, 0x0020000D
 
 
+IDENTITY_TAGS = frozenset({SOP_INSTANCE_TAG, STUDY_INSTANCE_TAG})
+
+
 def peek_identity(data: bytes | memoryview, transfer_syntax: str) -> dict[int, bytes] | None:
     """Raw values of SOP Instance UID (0008,0018) and Study Instance UID (0020,000D) at the top level
     of a dataset's first bytes, read by ``header_scan``'s walk (so exactly what ``read_identity``
     would read from the file; a tag walked past is absent); None when ``data`` does not settle both."""
-    return scan_dataset_start(bytes(data[:SCAN_BYTES]), transfer_syntax, {SOP_INSTANCE_TAG, STUDY_INSTANCE_TAG})
+    return scan_dataset_start(bytes(data[:SCAN_BYTES]), transfer_syntax, set(IDENTITY_TAGS))
 
 
 def peek_study_uid(data: bytes | memoryview, transfer_syntax: str) -> str | None:
@@ -256,6 +270,7 @@ class _InFlight:
         self.walker: Any = None  # Guards.dataset_walker's object, fed the dataset bytes
         self.incomplete: Exception | None = None
         self.identity: dict[int, bytes] | None = None  # peek_identity of the first fragment
+        self.peek: DatasetPeek | None = None  # the first fragment's walk, for the handler
         self.synced = False  # fdatasync done: the receiver need not sync the file again
 
     def write(self, data: memoryview) -> None:
@@ -336,6 +351,7 @@ class FastStoreDUL(EventDrivenDUL):
         self._fast_allowed: bool | None = None
         self._in_flight: _InFlight | None = None
         self._buffer: bytearray | None = None
+        self._study_told: str | None = None  # the last study named to the "bytes arrived" hook at once
 
     @property
     def options(self) -> FastStoreOptions | None:
@@ -538,14 +554,18 @@ class FastStoreDUL(EventDrivenDUL):
         return None
 
     def _first_fragment(self, store: _InFlight, data: memoryview) -> None:
-        """Peek the Study Instance UID and tell the "bytes arrived" hook at once."""
+        """Peek the Study Instance UID; tell the "bytes arrived" hook at once when the study is new to the
+        association (for the study of its previous image the hook knows already: the usual throttle will do)."""
         store.first_fragment = False
-        store.identity = peek_identity(data, store.transfer_syntax)
+        options = self.options
+        wanted = IDENTITY_TAGS if options is None else IDENTITY_TAGS | options.peek_tags()
+        store.peek = peek_dataset(bytes(data[:SCAN_BYTES]), store.transfer_syntax, wanted)
+        store.identity = None if store.peek is None else store.peek.values(IDENTITY_TAGS)
         study = None if store.identity is None else store.identity.get(STUDY_INSTANCE_TAG)
         self.study_in_flight = None if study is None else _text(study)
-        if self.study_in_flight is not None:
-            self._last_bytes_hook = 0.0
-            self._after_bytes(None)
+        if self.study_in_flight is not None and self.study_in_flight != self._study_told:
+            self._study_told = self.study_in_flight
+            self._after_bytes(None, at_once=True)
 
     def _fail_stream(self) -> None:
         self._cut_off()
@@ -570,7 +590,8 @@ class FastStoreDUL(EventDrivenDUL):
             store.finish_walk()
             request._bridge_incomplete = store.incomplete  # type: ignore[attr-defined]
         # what the receiver would otherwise read back from the file or sync again (see StreamedFacts)
-        request._bridge_streamed = StreamedFacts(identity=store.identity, synced=store.synced)  # type: ignore[attr-defined]
+        streamed = StreamedFacts(identity=store.identity, synced=store.synced, peek=store.peek)
+        request._bridge_streamed = streamed  # type: ignore[attr-defined]
         status: int | None
         if store.error is not None:
             status = STATUS_OUT_OF_RESOURCES

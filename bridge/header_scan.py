@@ -22,6 +22,13 @@ ITEM, ITEM_END, SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 # Explicit-VR elements whose header has 2 reserved bytes and a 4-byte length.
 LONG_HEADER_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"})
 _LONG_HEADER_VR_BYTES = frozenset(vr.encode("ascii") for vr in LONG_HEADER_VRS)
+_SHORT_HEADER_VR_BYTES = frozenset(vr.encode("ascii") for vr in (
+    "AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO", "LT", "PN", "SH", "SL", "SS", "ST", "TM", "UI",
+    "UL", "US"))
+_PLAIN_LONG_VR_BYTES = _LONG_HEADER_VR_BYTES - {b"SQ", b"UN"}  # never walked into, whatever their length
+_IMPLICIT_HEADER = {"<": struct.Struct("<HHL"), ">": struct.Struct(">HHL")}
+_EXPLICIT_HEADER = {"<": struct.Struct("<HH2sH"), ">": struct.Struct(">HH2sH")}
+_LONG_LENGTH = {"<": struct.Struct("<L"), ">": struct.Struct(">L")}
 
 
 class _Unsure(Exception):
@@ -80,6 +87,46 @@ class _Walker:
             raise _Unsure
         (length,) = struct.unpack_from(order + "H", head, pos + 6)
         return tag, vr.decode("ascii"), pos + 8, length
+
+    def pass_plain(self, pos: int, wanted: set[int] | frozenset[int], last_wanted: int) -> tuple[int, int]:
+        """(position, last tag) after the run of elements from ``pos`` that the walk only steps over:
+        not wanted, not after ``last_wanted``, no group length, defined length, no sequence, a known
+        VR, wholly in the bytes (anything else is left to :meth:`element`); last tag -1 when none.
+
+        The header walk of a CT image meets about 120 elements before the Study Instance UID: this
+        loop steps over them in a third of the time (it runs for every image received)."""
+        head, end, last = self.head, len(self.head), -1
+        if self.implicit:
+            header = _IMPLICIT_HEADER[self.order].unpack_from
+            while pos + 8 <= end:
+                group, number, length = header(head, pos)
+                tag = group << 16 | number
+                following = pos + 8 + length
+                if (tag > last_wanted or tag in wanted or number == 0 or group == 0xFFFE or length == UNDEFINED
+                        or following > end):
+                    break
+                pos, last = following, tag
+            return pos, last
+        explicit, long_length = _EXPLICIT_HEADER[self.order].unpack_from, _LONG_LENGTH[self.order].unpack_from
+        short_vrs, long_vrs = _SHORT_HEADER_VR_BYTES, _PLAIN_LONG_VR_BYTES
+        while pos + 12 <= end:
+            group, number, vr, length = explicit(head, pos)
+            tag = group << 16 | number
+            if tag > last_wanted or tag in wanted or number == 0 or group == 0xFFFE:
+                break
+            if vr in short_vrs:
+                following = pos + 8 + length
+            elif vr in long_vrs:
+                (length,) = long_length(head, pos + 8)
+                following = pos + 12 + length
+                if length == UNDEFINED:
+                    break
+            else:
+                break
+            if following > end:
+                break
+            pos, last = following, tag
+        return pos, last
 
     def skip_value(self, vr: str | None, start: int, length: int) -> int:
         """Position after a value; undefined lengths are walked item by item."""
@@ -169,28 +216,83 @@ def scan_head(head: bytes, wanted: set[int], whole_file: bool) -> HeaderScan | N
 def scan_dataset_start(data: bytes, syntax: str, wanted: set[int]) -> dict[int, bytes] | None:
     """Raw values of the ``wanted`` top-level tags in the first bytes of a dataset (no file meta),
     as ``scan_header`` reads them from a file; None when ``data`` ends before the walk is sure."""
-    if syntax == DEFLATED_TS:
+    peek = peek_dataset(data, syntax, frozenset(wanted))
+    return None if peek is None else peek.values(wanted)
+
+
+@dataclass(frozen=True)
+class DatasetPeek:
+    """What a walk over a dataset's first bytes settled, even when the bytes ended before the last wanted tag.
+
+    Every ``wanted`` tag below ``settled_below`` is in ``elements`` or certainly absent at the top level
+    (elements are in ascending order); ``data`` holds the bytes walked, for decoding an element with pydicom.
+    """
+
+    wanted: frozenset[int]
+    elements: dict[int, RawElement]
+    settled_below: int
+    implicit_vr: bool
+    little_endian: bool
+    data: bytes
+
+    def settled(self, tags: set[int] | frozenset[int]) -> bool:
+        """Whether every one of ``tags`` was looked for and is known (found or absent)."""
+        return tags <= self.wanted and max(tags) < self.settled_below
+
+    def values(self, tags: set[int] | frozenset[int]) -> dict[int, bytes] | None:
+        """Raw values of ``tags`` (an absent one is absent), or None when the walk did not settle them all."""
+        if not self.settled(tags):
+            return None
+        return {tag: element.value for tag, element in self.elements.items() if tag in tags}
+
+    def encoded(self, tags: set[int] | frozenset[int]) -> bytes:
+        """The found elements of ``tags``, header and value, as they were encoded (a dataset of their own)."""
+        return b"".join(self.data[element.header_start : element.value_start + element.length]
+                        for tag, element in sorted(self.elements.items()) if tag in tags)
+
+
+def peek_dataset(data: bytes, syntax: str, wanted: frozenset[int]) -> DatasetPeek | None:
+    """Walk the first bytes of a dataset (no file meta) for the ``wanted`` top-level tags, as far as the
+    bytes go; None for a deflated dataset (its bytes are not the elements)."""
+    if syntax == DEFLATED_TS or not wanted:
         return None
     walker = _Walker(data, ">" if syntax == EXPLICIT_BE_TS else "<", implicit=syntax == IMPLICIT_LE_TS)
+    elements: dict[int, RawElement] = {}
+    progress = _Progress()
     try:
-        elements, _ = _top_level(walker, 0, wanted, ends_file=False)
+        _top_level(walker, 0, wanted, ends_file=False, elements=elements, progress=progress)
+        settled_below = UNDEFINED + 1  # walked past the last wanted tag: all settled
     except (_Unsure, struct.error):
-        return None
-    return {tag: element.value for tag, element in elements.items()}
+        settled_below = progress.settled_below
+    return DatasetPeek(wanted, elements, settled_below, walker.implicit, walker.order == "<", data)
 
 
-def _top_level(walker: _Walker, pos: int, wanted: set[int],
-               ends_file: bool) -> tuple[dict[int, RawElement], dict[int, int]]:
+@dataclass
+class _Progress:
+    """How far a top-level walk got: every tag below ``settled_below`` was walked over."""
+
+    settled_below: int = 0
+
+
+def _top_level(walker: _Walker, pos: int, wanted: set[int] | frozenset[int], ends_file: bool,
+               elements: dict[int, RawElement] | None = None,
+               progress: _Progress | None = None) -> tuple[dict[int, RawElement], dict[int, int]]:
     """The wanted elements and the group lengths up to the last wanted tag; _Unsure if the bytes end first
-    (unless ``ends_file``: the bytes are the whole file, so a tag not met is absent)."""
+    (unless ``ends_file``: the bytes are the whole file, so a tag not met is absent). ``progress``, when
+    given, follows the walk, so that a caller knows what was settled before an _Unsure."""
     head = walker.head
     last_wanted = max(wanted)
-    elements: dict[int, RawElement] = {}
+    elements = {} if elements is None else elements
+    progress = _Progress() if progress is None else progress
     group_lengths: dict[int, int] = {}
     while True:
+        pos, passed = walker.pass_plain(pos, wanted, last_wanted)
+        if passed >= 0:
+            progress.settled_below = passed + 1
         if pos == len(head) and ends_file:
             break  # end of a small file
         tag, vr, start, length = walker.element(pos)
+        progress.settled_below = tag  # every tag before this one was walked over
         if tag > last_wanted:
             break
         if tag in wanted:
@@ -200,4 +302,5 @@ def _top_level(walker: _Walker, pos: int, wanted: set[int],
         elif tag & 0xFFFF == 0 and length == 4:
             group_lengths[tag >> 16] = start
         pos = walker.skip_value(vr, start, length)
+        progress.settled_below = tag + 1
     return elements, group_lengths

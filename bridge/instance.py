@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.filereader import read_dataset
 from pydicom.multival import MultiValue
 from pydicom.uid import UID
 
 from .crid import CridSplit, split_crids
 from .dicom_patch import DEFLATED_TS, ElementSpan, find_element, make_span
-from .header_scan import element_text, scan_header
+from .header_scan import DatasetPeek, element_text, scan_header
 from .study_record import StudyRecord
 
 
@@ -43,8 +45,11 @@ class InstanceHeader:
             return False
 
 
+SPECIFIC_CHARACTER_SET = 0x00080005
 SOP_INSTANCE_UID = 0x00080018
+STUDY_DATE = 0x00080020
 MODALITY = 0x00080060
+PATIENT_NAME = 0x00100010
 STUDY_INSTANCE_UID = 0x0020000D
 SERIES_INSTANCE_UID = 0x0020000E
 PIXEL_DATA = 0x7FE00010
@@ -156,3 +161,56 @@ def read_study_record(path: Path) -> StudyRecord:
     values: dict[str, Any] = {item.name: _text(dataset, item.metadata["keyword"])
                               for item in fields(StudyRecord) if "keyword" in item.metadata}
     return StudyRecord(**values)
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """What the Pending view shows of one image, so that it need not open the file (issue 12).
+
+    ``modality`` and ``crid`` are ``read_instance``'s, the recipient-ID element being ``crid_tag``;
+    ``patient_name`` and ``study_date`` are ``read_study_record``'s (DICOM forms), for a study's
+    first image only: None when they were not asked for or could not be settled.
+    """
+
+    crid_tag: int | None
+    modality: str
+    crid: CridSplit | None
+    patient_name: str | None = None
+    study_date: str = ""
+
+
+STUDY_FACT_TAGS = frozenset({SPECIFIC_CHARACTER_SET, STUDY_DATE, PATIENT_NAME})  # the charset decodes the name
+
+
+def image_fact_tags(crid_tag: int | None) -> frozenset[int]:
+    """The top-level tags ``facts_from_peek`` needs, to be walked while the image streams in."""
+    crid = {crid_tag} if crid_tag is not None and crid_tag < PIXEL_DATA else set()
+    return STUDY_FACT_TAGS | {MODALITY} | crid
+
+
+def facts_from_peek(peek: DatasetPeek, crid_tag: int | None, with_study: bool) -> ImageFacts | None:
+    """The image's facts from the dataset's first bytes (``header_scan.peek_dataset``), exactly as the
+    file gives them; None when the walk did not settle them (the CRID element in a later fragment, a
+    CRID tag after the pixel data, a deflated dataset): then the file is read (``read_image_facts``)."""
+    if crid_tag is not None and crid_tag >= PIXEL_DATA:
+        return None  # read_instance reads the whole file with pydicom for such a tag
+    values = peek.values({MODALITY} if crid_tag is None else {MODALITY, crid_tag})
+    if values is None:
+        return None
+    raw_crid = values.get(crid_tag) if crid_tag is not None else None
+    crid = _crid_of(raw_crid) if raw_crid else None  # an empty element has no IDs (as read_instance)
+    patient_name, study_date = None, ""
+    if with_study and peek.settled(STUDY_FACT_TAGS):  # decoded by pydicom, in the image's character set
+        dataset = read_dataset(BytesIO(peek.encoded(STUDY_FACT_TAGS)), peek.implicit_vr, peek.little_endian)
+        patient_name, study_date = _text(dataset, "PatientName"), _text(dataset, "StudyDate")
+    return ImageFacts(crid_tag, element_text(values.get(MODALITY, b"")), crid, patient_name, study_date)
+
+
+def read_image_facts(path: Path, crid_tag: int | None, with_study: bool) -> ImageFacts:
+    """The image's facts read from its file (when nothing was handed: pynetdicom's path, a restart)."""
+    header = read_instance(path, crid_tag)
+    patient_name, study_date = None, ""
+    if with_study:
+        record = read_study_record(path)
+        patient_name, study_date = record.patient_name, record.study_date
+    return ImageFacts(crid_tag, header.modality, header.crid, patient_name, study_date)

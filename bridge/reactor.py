@@ -411,13 +411,13 @@ class EventDrivenDUL(DULServiceProvider):
         """Hook for a subclass that handles some PDUs itself (the fast path); True when done."""
         return False
 
-    def _after_bytes(self, study_uid: str | None) -> None:
-        """Call the "bytes arrived" hook, at most every BYTES_HOOK_INTERVAL seconds."""
+    def _after_bytes(self, study_uid: str | None, at_once: bool = False) -> None:
+        """Call the "bytes arrived" hook, at most every BYTES_HOOK_INTERVAL seconds (unless ``at_once``)."""
         guards = self.guards
         if guards is None or guards.bytes_arrived is None:
             return
         now = time.monotonic()
-        if now - self._last_bytes_hook < BYTES_HOOK_INTERVAL:
+        if now - self._last_bytes_hook < BYTES_HOOK_INTERVAL and not at_once:
             return
         self._last_bytes_hook = now
         try:

@@ -35,7 +35,7 @@ from .commitment import CommitmentLedger, accept_reports
 from .dataset_check import DatasetWalker, IncompleteDataset, check_file
 from .events import EventBus, InstanceStored, ReceiverStateChanged
 from .fast_store import FastStoreAssociation, FastStoreOptions, StreamedFacts, cut_off_notice
-from .instance import MissingStudyUid, identity_from_values, read_identity
+from .instance import ImageFacts, MissingStudyUid, facts_from_peek, identity_from_values, image_fact_tags, read_identity
 from .layout import StorageLayout, free_megabytes
 from .logbook import FAILED, RECEIVE, WARNING, LogBook, LogEntry
 from .net import NAGLE_OFF
@@ -134,7 +134,7 @@ class Receiver:
         self.guards = Guards(limit=AssociationLimit(settings.receive_max_associations),
                              report=lambda key, text: self._refuse(key, text),
                              bytes_arrived=self._bytes_streaming, association_ended=self._connection_ended,
-                             fast_store=FastStoreOptions(settings.receive_sync_before_ack) if self.fast_path else None,
+                             fast_store=self._fast_store_options(settings) if self.fast_path else None,
                              dataset_walker=DatasetWalker)  # the completeness walk, fed as fragments stream
         self.aggregator.sync_on_store = settings.receive_sync_before_ack  # durable before acknowledged
         # No handler on PDU/DIMSE/raw-data events: one would switch the fast path off (the reactor's
@@ -171,6 +171,12 @@ class Receiver:
         log.info("receiver listening on port %d as %s%s", self.port, self.ae_title,
                  " (DICOM over TLS)" if self.ssl_context else "")
         self.bus.publish(ReceiverStateChanged(listening=True, port=self.port))
+
+    def _fast_store_options(self, settings: Settings) -> FastStoreOptions:
+        """Durable before acknowledged as set; the Pending view's values peeked as images stream in
+        (for the CRID element in force when each image starts), so that it need not read the files."""
+        return FastStoreOptions(settings.receive_sync_before_ack,
+                                peek_tags=lambda: image_fact_tags(self.settings().crid_tag))
 
     def application_entity(self) -> AE:
         """The AE as it listens (also read by ``bridge.conformance`` for the conformance statement)."""
@@ -273,7 +279,8 @@ class Receiver:
         received = Path(event.dataset_path)
         command_sop_uid = str(event.request.AffectedSOPInstanceUID or "")  # type: ignore[union-attr]  # a C-STORE
         calling = event.assoc.requestor.ae_title
-        min_free_mb = self.settings().min_free_mb
+        settings = self.settings()
+        min_free_mb = settings.min_free_mb
         if min_free_mb and free_megabytes(self.layout.root) < min_free_mb:
             self._refuse("disk", f"free space on {self.layout.root} is below {min_free_mb} MB; "
                          f"images are refused (0xA700) so the PACS keeps and retries them", needs_attention=True)
@@ -312,8 +319,10 @@ class Receiver:
                 action=RECEIVE, status=WARNING,
                 detail=f"two different images from {calling} carry the same SOP Instance UID {sop_uid} "
                        f"(study {identity.study_uid}); both are kept, the later one as {stored.sop_key}.dcm"))
+        facts = _pending_facts(streamed, settings.crid_tag, first=stored.study.image_count == 1)
         self.bus.publish(InstanceStored(study_key=stored.study.key, pending_images=stored.study.image_count,
-                                        sender=f"{calling}@{event.assoc.requestor.address}"))
+                                        sender=f"{calling}@{event.assoc.requestor.address}",
+                                        file=str(stored.study.files[stored.sop_key]), facts=facts))
         return STATUS_SUCCESS
 
     def _refuse(self, reason_key: str, detail: str, needs_attention: bool = False) -> None:
@@ -333,6 +342,18 @@ class Receiver:
             detail += f" (copy failed: {copy_err})"
         self.logbook.add(LogEntry(action=RECEIVE, status=FAILED, detail=detail, target=str(folder)))
         return status
+
+
+def _pending_facts(streamed: StreamedFacts | None, crid_tag: int | None, first: bool) -> ImageFacts | None:
+    """What the Pending view shows of the image, from the fast path's peek; None (it reads the file) when
+    the peek did not settle it. The image is stored already: nothing here may change its answer."""
+    if streamed is None or streamed.peek is None:
+        return None
+    try:
+        return facts_from_peek(streamed.peek, crid_tag, with_study=first)
+    except Exception:  # noqa: BLE001 - odd bytes pydicom will not decode: the view reads the file instead
+        log.debug("image facts not settled from the peek", exc_info=True)
+        return None
 
 
 def _discard_partial(assoc: object) -> Path | None:

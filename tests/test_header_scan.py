@@ -1,0 +1,59 @@
+"""The header walk's quick step over plain elements finds exactly what the element-by-element walk finds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pydicom.data
+import pytest
+
+from bridge import header_scan
+from bridge.header_scan import SCAN_BYTES, dataset_start, peek_dataset, scan_header
+from bridge.instance import image_fact_tags
+
+SAMPLES = sorted(p for folder in ("test_files", "charset_files")
+                 for p in (Path(pydicom.data.__file__).parent / folder).glob("*.dcm"))
+WANTED = [
+    {0x00080018, 0x0020000D},  # the receiver's identity
+    set(image_fact_tags(0x00102201)) | {0x00080018, 0x0020000D},  # + the Pending view's, CRID in (0010,2201)
+    {0x00080060, 0x0020000E, 0x00204000},  # the zipper's, CRID in Image Comments
+    {0x00280010, 0x00280011},  # deep in the header
+]
+
+
+def _without_quick_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(header_scan._Walker, "pass_plain", lambda self, pos, wanted, last: (pos, -1))
+
+
+def _syntax(raw: bytes) -> str | None:
+    found = header_scan.file_meta_from_head(raw[:SCAN_BYTES])
+    return None if found is None else found[2]
+
+
+def test_samples_are_there():
+    assert len(SAMPLES) > 80
+
+
+@pytest.mark.parametrize("wanted", WANTED, ids=["identity", "pending", "zipper", "deep"])
+def test_the_quick_step_changes_no_answer(wanted, monkeypatch):
+    """Every pydicom sample, whole and cut at many places: the same elements, group lengths and certainty."""
+    quick: list[object] = []
+    for path in SAMPLES:
+        raw = path.read_bytes()
+        start, syntax = dataset_start(raw[:SCAN_BYTES]), _syntax(raw)
+        quick.append(scan_header(path, wanted))
+        if start is not None and syntax is not None:
+            data = raw[start:start + SCAN_BYTES]
+            quick.extend(peek_dataset(data[:cut], syntax, frozenset(wanted)) for cut in range(0, len(data), 97))
+    _without_quick_step(monkeypatch)
+    slow: list[object] = []
+    for path in SAMPLES:
+        raw = path.read_bytes()
+        start, syntax = dataset_start(raw[:SCAN_BYTES]), _syntax(raw)
+        slow.append(scan_header(path, wanted))
+        if start is not None and syntax is not None:
+            data = raw[start:start + SCAN_BYTES]
+            slow.extend(peek_dataset(data[:cut], syntax, frozenset(wanted)) for cut in range(0, len(data), 97))
+    assert len(quick) == len(slow) > 1000
+    assert quick == slow
+    assert sum(1 for found in quick if found is not None) > 500
