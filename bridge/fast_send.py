@@ -9,12 +9,16 @@ DCMTK's storescu needs about 2.4 ms per image in all. Here:
 1. the sending thread encodes the C-STORE-RQ command set by hand (implicit VR little endian,
    byte-identical to pynetdicom's, a test compares), with the values set through pynetdicom's
    own ``C_STORE`` setters (so a UID it would refuse is refused alike), finds where the file's
-   dataset starts (the Part-10 file meta is walked, as ``split_dataset`` does) and queues one
-   :class:`OutgoingStore` for the association's DUL thread, then waits for the response as
-   pynetdicom's ``send_c_store`` does (reactor paused, ``dimse.get_msg`` with the DIMSE timeout);
+   dataset starts (the Part-10 file meta is walked; pydicom's ``split_dataset`` decides when the
+   walk cannot be sure) and queues one :class:`OutgoingStore` for the association's DUL thread,
+   then waits for the response as pynetdicom's ``send_c_store`` does (reactor paused,
+   ``dimse.get_msg`` with the DIMSE timeout); only a response to this very request (message ID,
+   SOP instance) counts, as DCMTK checks: a late or repeated one aborts the association;
 2. the DUL thread (:class:`FastSendDUL`, the only one that touches the socket, so TLS works the
    same) writes the command PDU and then the dataset, read in 1 MiB pieces and cut into exactly
-   the fragments pynetdicom would send (one PDV per PDU, ``max PDU - 6`` bytes each);
+   the fragments pynetdicom would send (one PDV per PDU, ``max PDU - 6`` bytes each). Its writes,
+   pynetdicom's included, end the association after the network timeout without progress (a
+   peer that stops reading would otherwise hold the DUL thread, and ``abort()``, for ever);
 3. a P-DATA-TF PDU holding a whole plain C-STORE-RSP (status, message ID, UIDs, nothing else) is
    decoded by hand in the DUL thread into pynetdicom's ``C_STORE`` response primitive and put on
    the DIMSE queue, where ``get_msg`` finds it as usual; any other PDU (a response with an error
@@ -43,12 +47,14 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dsutils import split_dataset
 
 from .fast_store import SMALL_PDU, _implicit, _text, _ui, _us, has_low_level_observers
 from .header_scan import SCAN_BYTES, dataset_start
@@ -117,12 +123,16 @@ class OutgoingStore:
     offset: int
     length: int
     fragment: int
+    command_fragment: int = 0  # the command's PDVs hold at most this many bytes; 0: the peer takes any PDU
     error: OSError | None = None
     done: threading.Event = field(default_factory=threading.Event)
 
     def pieces(self) -> Iterator[bytes]:
         """The bytes to write, in order: the command PDU, then the dataset PDUs (read ≤ 1 MiB at a time)."""
-        yield pdu_header(self.context_id, 0x03, len(self.command)) + self.command
+        step = self.command_fragment or len(self.command)  # a peer taking PDUs shorter than the command
+        for start in range(0, len(self.command), step):
+            part = self.command[start:start + step]
+            yield pdu_header(self.context_id, 0x03 if start + step >= len(self.command) else 0x01, len(part)) + part
         fragment, left, position = self.fragment, self.length, self.offset
         count = max(1, -(-left // fragment))  # pynetdicom sends one empty last fragment for an empty dataset
         per_read = max(1, READ_BYTES // fragment)
@@ -171,7 +181,6 @@ class FastSendDUL(EventDrivenDUL):
 
     sent = 0  # C-STOREs this process sent through the fast path (tests and benchmarks read it)
     responses = 0  # C-STORE-RSPs it decoded by hand
-    _observed: bool | None = None  # a handler watches PDUs or DIMSE messages: decode nothing by hand
 
     # -- writing -----------------------------------------------------------------------------------
     def _process_recv_primitive(self) -> bool:
@@ -196,29 +205,34 @@ class FastSendDUL(EventDrivenDUL):
             self.event_queue.put("Evt17")
             return
         try:
-            for data in message.pieces():
-                sock.sendall(data)
+            with _write_timeout(sock, self.assoc.network_timeout):
+                for data in message.pieces():
+                    _send_all(sock, data)
         except FileUnreadable as err:
             message.finish(err)
             self.assoc.dimse.msg_queue.put((None, None))  # the sender aborts and raises the error
             return
-        except OSError:  # the connection (TLS errors are OSErrors too)
+        except OSError:  # the connection, a timeout (TLS errors are OSErrors too)
             message.finish()
             self.event_queue.put("Evt17")  # as pynetdicom's AssociationSocket.send
             return
         FastSendDUL.sent += 1
         message.finish()
 
-    # -- reading the response ---------------------------------------------------------------------
-    def _is_observed(self) -> bool:
-        if self._observed is None:
-            self._observed = has_low_level_observers(self.assoc)
-        return self._observed
+    def _send(self, pdu: Any) -> None:
+        """pynetdicom's PDUs (converted and deflated files, release, abort) under the same write timeout."""
+        sock = getattr(self.socket, "socket", None)
+        if sock is None:
+            super()._send(pdu)
+            return
+        with _write_timeout(sock, self.assoc.network_timeout):
+            super()._send(pdu)  # a timeout is an OSError: AssociationSocket.send queues Evt17
 
+    # -- reading the response ---------------------------------------------------------------------
     def _read_pdu_body(self, pdu_type: int, pdu_length: int, header: bytes | bytearray) -> bool:
         if (pdu_type != 0x04 or pdu_length > SMALL_PDU or not self.assoc.is_requestor
                 or self.state_machine.current_state != "Sta6" or self.assoc.dimse.message is not None
-                or self._is_observed()):
+                or has_low_level_observers(self.assoc)):  # asked each time: a handler may be bound later
             return False
         body = _recv_exactly(cast(Any, self.socket).socket, pdu_length)
         if body is None:
@@ -257,10 +271,12 @@ def c_store_response(body: memoryview) -> tuple[int, C_STORE] | None:
     try:
         response.MessageIDBeingRespondedTo = _us(elements.get(0x0120))
         response.Status = _us(elements.get(0x0900))
-        if 0x0002 in elements:
-            response.AffectedSOPClassUID = UID(_text(elements[0x0002]) or "")
-        if 0x1000 in elements:
-            response.AffectedSOPInstanceUID = UID(_text(elements[0x1000]) or "")
+        for element, name in ((0x0002, "AffectedSOPClassUID"), (0x1000, "AffectedSOPInstanceUID")):
+            if element in elements:
+                text = _text(elements[element])
+                if text is None:  # not plain ASCII: pynetdicom reads it its own way
+                    return None
+                setattr(response, name, UID(text))
     except (ValueError, TypeError):
         return None
     if not response.is_valid_response:
@@ -311,17 +327,7 @@ def send_c_store(assoc: Any, context_id: int, path: Path, sop_class: str, sop_in
     request.Priority = PRIORITY_LOW
     request.AffectedSOPClassUID = UID(sop_class)
     request.AffectedSOPInstanceUID = UID(sop_instance)
-    source = open(path, "rb")  # noqa: SIM115 - the DUL thread closes it when written (OutgoingStore.finish)
-    try:
-        offset = dataset_start(source.read(SCAN_BYTES))
-        if offset is None:
-            raise ValueError(f"{path.name} has no DICOM file meta")
-        length = os.fstat(source.fileno()).st_size - offset
-    except BaseException:
-        source.close()
-        raise
-    message = OutgoingStore(context_id, c_store_rq_command(request), source, offset, length,
-                            fragment_bytes(assoc.acceptor.maximum_length, length))
+    message = outgoing_store(context_id, request, path, assoc.acceptor.maximum_length)
     response = _exchange(assoc, message)
     if message.error is not None:
         assoc.abort()
@@ -333,7 +339,70 @@ def send_c_store(assoc: Any, context_id: int, path: Path, sop_class: str, sop_in
         LOGGER.error("Received an invalid C-STORE response from the peer")
         assoc.abort()
         return None
+    if response.MessageIDBeingRespondedTo != message_id or response.AffectedSOPInstanceUID not in (None, sop_instance):
+        # a late or repeated answer to an earlier request: it says nothing about this file (DCMTK checks too)
+        LOGGER.error("The peer answered C-STORE %d (%s) with a response to message %s (%s)", message_id, sop_instance,
+                     response.MessageIDBeingRespondedTo, response.AffectedSOPInstanceUID)
+        assoc.abort()
+        return None
     return cast(int, response.Status)
+
+
+def outgoing_store(context_id: int, request: C_STORE, path: Path, peer_max_pdu: int) -> OutgoingStore:
+    """The message for the DUL thread: the request's command, then the file's dataset as pynetdicom cuts it."""
+    source = open(path, "rb")  # noqa: SIM115 - the DUL thread closes it when written (OutgoingStore.finish)
+    try:
+        offset = dataset_offset(source, path)
+        length = os.fstat(source.fileno()).st_size - offset
+    except BaseException:
+        source.close()
+        raise
+    return OutgoingStore(context_id, c_store_rq_command(request), source, offset, length,
+                         fragment_bytes(peer_max_pdu, length), peer_max_pdu - 6 if peer_max_pdu else 0)
+
+
+def dataset_offset(source: BinaryIO, path: Path) -> int:
+    """Where the file's dataset starts, as pynetdicom's ``split_dataset`` finds it.
+
+    The fast scan is trusted when it saw the first element header after the file meta, or the
+    whole file; a file meta reaching into the last bytes of the 64 kB scanned, or a few stray
+    bytes after it, are read by pydicom as pynetdicom reads them.
+    """
+    head = source.read(SCAN_BYTES)
+    offset = dataset_start(head)
+    if offset is not None and (offset + 8 <= len(head) or offset == len(head) < SCAN_BYTES):
+        return offset
+    try:
+        return cast(int, split_dataset(path)[1])
+    except Exception as err:  # noqa: BLE001 - pydicom's InvalidDicomError and friends
+        raise ValueError(f"{path.name} has no readable DICOM file meta ({err})") from None
+
+
+@contextmanager
+def _write_timeout(sock: Any, seconds: float | None) -> Iterator[None]:
+    """A peer that stops reading ends the association after ``seconds`` without progress.
+
+    The requestor's socket has no timeout once connected (pynetdicom), and a blocked write would
+    hold the DUL thread, and ``abort()`` waiting for it, for as long as the peer keeps the
+    connection open. Only the DUL thread uses the socket, so the timeout is set around writes.
+    """
+    previous = sock.gettimeout()
+    sock.settimeout(seconds)
+    try:
+        yield
+    finally:
+        try:
+            sock.settimeout(previous)
+        except OSError:  # closed meanwhile
+            pass
+
+
+def _send_all(sock: Any, data: bytes | memoryview) -> None:
+    """``sendall`` whose timeout counts from the last progress, not from the start (a slow link is
+    not a stalled one); TLS sockets too."""
+    view = memoryview(data)
+    while view:
+        view = view[sock.send(view):]
 
 
 def _exchange(assoc: EventDrivenAssociation, message: OutgoingStore) -> Any:

@@ -295,7 +295,8 @@ def test_fast_path_switches_off_when_a_handler_watches_pdus(tmp_path, monkeypatc
 
 
 def test_the_sender_sends_with_the_event_driven_reactors(tmp_path):
-    """bridge.sender's associations are EventDrivenAssociations; files reach DCMTK storescp intact."""
+    """bridge.sender's associations are EventDrivenAssociations (with the send fast path's DUL); files reach
+    DCMTK storescp intact."""
     from bridge import sender
 
     scp = StoreSCP(tmp_path / "received")
@@ -317,7 +318,7 @@ def test_the_sender_sends_with_the_event_driven_reactors(tmp_path):
         scp.stop()
     assert report.ok and len(report.delivered) == 3
     assert len(made) == 2 and all(isinstance(a, EventDrivenAssociation) for a in made)
-    assert all(type(a.dul) is reactor.EventDrivenDUL for a in made)  # type: ignore[attr-defined]
+    assert all(type(a.dul) is fast_send.FastSendDUL for a in made)  # type: ignore[attr-defined]  # the send fast path
     assert len(list((tmp_path / "received").iterdir())) == 3
 
 
