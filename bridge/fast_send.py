@@ -12,8 +12,8 @@ DCMTK's storescu needs about 2.4 ms per image in all. Here:
    dataset starts (the Part-10 file meta is walked; pydicom's ``split_dataset`` decides when the
    walk cannot be sure) and queues one :class:`OutgoingStore` for the association's DUL thread,
    then waits for the response as pynetdicom's ``send_c_store`` does (reactor paused,
-   ``dimse.get_msg`` with the DIMSE timeout); only a response to this very request (message ID,
-   SOP instance) counts, as DCMTK checks: a late or repeated one aborts the association;
+   ``dimse.get_msg`` with the DIMSE timeout); only a response to this very request (its message
+   ID, as DCMTK checks) counts: a late or repeated one aborts the association;
 2. the DUL thread (:class:`FastSendDUL`, the only one that touches the socket, so TLS works the
    same) writes the command PDU and then the dataset, read in 1 MiB pieces and cut into exactly
    the fragments pynetdicom would send (one PDV per PDU, ``max PDU - 6`` bytes each). Its writes,
@@ -27,7 +27,8 @@ DCMTK's storescu needs about 2.4 ms per image in all. Here:
 Files whose own transfer syntax was not accepted as it is, and deflated files (their raw stream
 may be odd-length), keep using pynetdicom's ``send_c_store``. An association with a handler bound
 to the low-level events (EVT_DATA_SENT, EVT_PDU_SENT, EVT_DIMSE_SENT and their *_RECV partners,
-pynetdicom's own debug logging excepted) does not take the fast path, so no observer misses a PDU.
+pynetdicom's own debug logging excepted) does not take the fast path, so no observer misses a PDU;
+nor does one while pynetdicom's logger shows messages (``send -v``), so its lines stay as they were.
 
 A file that cannot be read any more once its command is on the wire aborts the association (a
 half-sent message cannot be taken back) and raises the ``OSError`` to the caller.
@@ -61,6 +62,7 @@ from .header_scan import SCAN_BYTES, dataset_start
 from .reactor import BridgeAE, EventDrivenAssociation, EventDrivenDUL, _recv_exactly
 
 LOGGER = logging.getLogger(__name__)
+PYNETDICOM_LOGGER = logging.getLogger("pynetdicom")
 
 READ_BYTES = 1024 * 1024  # the dataset is read and written in pieces of about this size
 PRIORITY_LOW = 2  # pynetdicom's default for send_c_store
@@ -232,7 +234,7 @@ class FastSendDUL(EventDrivenDUL):
     def _read_pdu_body(self, pdu_type: int, pdu_length: int, header: bytes | bytearray) -> bool:
         if (pdu_type != 0x04 or pdu_length > SMALL_PDU or not self.assoc.is_requestor
                 or self.state_machine.current_state != "Sta6" or self.assoc.dimse.message is not None
-                or has_low_level_observers(self.assoc)):  # asked each time: a handler may be bound later
+                or has_low_level_observers(self.assoc) or messages_logged()):  # asked each time: may change
             return False
         body = _recv_exactly(cast(Any, self.socket).socket, pdu_length)
         if body is None:
@@ -297,6 +299,11 @@ class FastSendAE(BridgeAE):
 
 
 # -- the sending thread --------------------------------------------------------------------------------
+def messages_logged() -> bool:
+    """pynetdicom logs each message (``dicombridge send -v``, ``-vv`` every PDU): its path writes those lines."""
+    return PYNETDICOM_LOGGER.isEnabledFor(logging.INFO)
+
+
 def usable_context(assoc: Any, sop_class: str, transfer_syntax: str) -> int | None:
     """The context ID the fast path sends a file on, or None to use pynetdicom's ``send_c_store``.
 
@@ -304,7 +311,7 @@ def usable_context(assoc: Any, sop_class: str, transfer_syntax: str) -> int | No
     pynetdicom picks without converting), on an association made with :class:`FastSendDUL`.
     """
     if (transfer_syntax == DeflatedExplicitVRLittleEndian or not isinstance(assoc.dul, FastSendDUL)
-            or has_low_level_observers(assoc)):
+            or has_low_level_observers(assoc) or messages_logged()):
         return None
     for context in assoc.accepted_contexts:
         if context.abstract_syntax == sop_class and context.transfer_syntax[0] == transfer_syntax and context.as_scu:
@@ -339,10 +346,10 @@ def send_c_store(assoc: Any, context_id: int, path: Path, sop_class: str, sop_in
         LOGGER.error("Received an invalid C-STORE response from the peer")
         assoc.abort()
         return None
-    if response.MessageIDBeingRespondedTo != message_id or response.AffectedSOPInstanceUID not in (None, sop_instance):
-        # a late or repeated answer to an earlier request: it says nothing about this file (DCMTK checks too)
-        LOGGER.error("The peer answered C-STORE %d (%s) with a response to message %s (%s)", message_id, sop_instance,
-                     response.MessageIDBeingRespondedTo, response.AffectedSOPInstanceUID)
+    if response.MessageIDBeingRespondedTo != message_id:
+        # a late or repeated answer to an earlier request says nothing about this file (DCMTK checks it too)
+        LOGGER.error("The peer answered C-STORE message %d with a response to message %s", message_id,
+                     response.MessageIDBeingRespondedTo)
         assoc.abort()
         return None
     return cast(int, response.Status)

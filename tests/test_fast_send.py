@@ -11,6 +11,7 @@ import errno
 import functools
 import hashlib
 import io
+import logging
 import os
 import random
 import socket
@@ -453,12 +454,14 @@ class PynetdicomSCP:
 
     aet = "PYSCP"
 
-    def __init__(self, answer: Answer = lambda event: 0x0000, contexts: dict[str, list[str]] | None = None) -> None:
+    def __init__(self, answer: Answer = lambda event: 0x0000, contexts: dict[str, list[str]] | None = None,
+                 max_pdu: int = 16382) -> None:
         self.port = free_port()
         self.answer = answer
         self.files: list[bytes] = []  # each received file as pynetdicom wrote it (its file meta, then the dataset)
         self.aborted = threading.Event()
         ae = AE(ae_title=self.aet)
+        ae.maximum_pdu_size = max_pdu
         for context in AllStoragePresentationContexts if contexts is None else ():
             ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
         for sop_class, syntaxes in (contexts or {}).items():
@@ -660,6 +663,21 @@ def test_every_transfer_syntax_reaches_storescp_and_pynetdicom_byte_for_byte(tmp
     assert digests(scp.datasets) == sources
 
 
+@pytest.mark.parametrize("max_pdu", [4103, 0])
+def test_a_peer_taking_odd_sized_or_unlimited_pdus_gets_the_files_intact(temp_in, max_pdu):
+    """Unlimited: each dataset in one PDU, a 2 MB one streamed into it in 1 MiB pieces."""
+    peer = PynetdicomSCP(max_pdu=max_pdu)
+    files = [big_real_file(), *make_study(temp_in / "s", count=2).files, meta_only_file(temp_in)]
+    try:
+        counts = Counts()
+        report = send(target_for(peer.port, peer.aet), files)
+    finally:
+        peer.stop()
+    assert report.ok and report.delivered == files
+    assert counts.moved() == (4, 4)
+    assert peer.datasets == [dataset_part(path.read_bytes()) for path in files]
+
+
 def test_statuses_reach_the_sender_with_or_without_an_error_comment(temp_in):
     """0xB000 with an ErrorComment (read by pynetdicom), 0xA700 (deferred) and success (read by hand)."""
     answers = {1: Dataset(), 2: 0xA700, 3: 0x0000}
@@ -828,7 +846,6 @@ def _message_id_plus_100(pdu: bytes) -> bytes:
 
 MISANSWERS: dict[str, Callable[[bytes], bytes]] = {
     "another message id": _message_id_plus_100,
-    "another sop instance": lambda pdu: _rebuilt(pdu, e1000=_ui("1.2.3.999")),
     "answered twice": lambda pdu: pdu + pdu,
     "a c-echo-rsp": lambda pdu: _rebuilt(pdu, e0100=US(0x8030), e0002=_ui("1.2.840.10008.1.1"), e1000=None),
     "no status": lambda pdu: _rebuilt(pdu, e0900=None),
@@ -850,6 +867,18 @@ def test_an_answer_to_another_request_is_not_taken_for_stored(scp, temp_in, misa
     assert isinstance(outcome, sender.TransientSendError), outcome
     assert report.delivered == ([files[0]] if misanswer == "answered twice" else [])
     assert_no_association_threads_left()
+
+
+def test_an_answer_naming_another_sop_instance_is_believed_by_its_message_id(scp, temp_in):
+    """As DCMTK's storescu: the message ID ties a response to its request; a PACS echoing another
+    SOP Instance UID is sloppy, and refusing its answers would send the file again for ever."""
+    proxy = Proxy(scp.port, rewrite=lambda pdu: _rebuilt(pdu, e1000=_ui("1.2.3.999")))
+    files = make_study(temp_in / "s", count=2).files
+    try:
+        report = send(target_for(proxy.port, scp.aet, timeout=5), files)
+    finally:
+        proxy.stop()
+    assert report.ok and report.delivered == files
 
 
 def test_an_answer_split_over_two_pdus_is_read_by_pynetdicom(scp, temp_in):
@@ -898,6 +927,18 @@ def test_a_handler_bound_after_the_first_c_store_sees_every_later_pdu(scp, temp_
     finally:
         assoc.release()
     assert any(type(event.pdu).__name__ == "P_DATA_TF" for event in received)  # the answer to the second
+
+
+def test_while_pynetdicom_logs_each_message_its_own_path_sends_and_logs_them(scp, temp_in, caplog):
+    """``dicombridge send -v`` shows pynetdicom's line per C-STORE request and response, as before."""
+    caplog.set_level(logging.INFO, logger="pynetdicom")
+    files = make_study(temp_in / "s", count=2).files
+    counts = Counts()
+    report = send(target_for(scp.port, scp.aet), files)
+    assert report.ok and counts.moved() == (0, 0)
+    lines = [record.getMessage() for record in caplog.records]
+    assert sum(line.startswith("Sending Store Request") for line in lines) == 2
+    assert lines.count("Received Store Response (Status: 0x0000 - Success)") == 2
 
 
 def test_without_observers_the_fast_path_is_taken(scp, temp_in):
