@@ -393,8 +393,12 @@ def _write_timeout(sock: Any, seconds: float | None) -> Iterator[None]:
     hold the DUL thread, and ``abort()`` waiting for it, for as long as the peer keeps the
     connection open. Only the DUL thread uses the socket, so the timeout is set around writes.
     """
-    previous = sock.gettimeout()
-    sock.settimeout(seconds)
+    try:
+        previous = sock.gettimeout()
+        sock.settimeout(seconds)
+    except OSError:  # closed by an abort: the write fails and is handled as any lost connection
+        yield
+        return
     try:
         yield
     finally:

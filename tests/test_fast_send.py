@@ -795,6 +795,24 @@ def test_a_peer_that_stops_reading_mid_dataset_is_a_transient_failure_not_a_hang
     assert_no_association_threads_left()
 
 
+def test_a_write_on_a_socket_closed_by_an_abort_fails_as_a_lost_connection():
+    """abort() closes the socket from the sending thread; the DUL's next write must end in Evt17
+    (pynetdicom's AssociationSocket.send catches it), not in an exception from the timeout."""
+    closed = socket.socket()
+    closed.close()
+    with fast_send._write_timeout(closed, 2):
+        pass
+    connected, peer = socket.socketpair()
+    try:
+        connected.settimeout(None)
+        with fast_send._write_timeout(connected, 2):
+            assert connected.gettimeout() == 2
+        assert connected.gettimeout() is None
+    finally:
+        connected.close()
+        peer.close()
+
+
 def test_a_peer_that_never_answers_is_aborted_after_the_dimse_timeout(temp_in):
     release = threading.Event()
     peer = PynetdicomSCP(lambda event: 0x0000 if release.wait(4 * WAIT) else 0xA700)
