@@ -9,12 +9,16 @@ DCMTK's storescu needs about 2.4 ms per image in all. Here:
 1. the sending thread encodes the C-STORE-RQ command set by hand (implicit VR little endian,
    byte-identical to pynetdicom's, a test compares), with the values set through pynetdicom's
    own ``C_STORE`` setters (so a UID it would refuse is refused alike), finds where the file's
-   dataset starts (the Part-10 file meta is walked, as ``split_dataset`` does) and queues one
-   :class:`OutgoingStore` for the association's DUL thread, then waits for the response as
-   pynetdicom's ``send_c_store`` does (reactor paused, ``dimse.get_msg`` with the DIMSE timeout);
+   dataset starts (the Part-10 file meta is walked; pydicom's ``split_dataset`` decides when the
+   walk cannot be sure) and queues one :class:`OutgoingStore` for the association's DUL thread,
+   then waits for the response as pynetdicom's ``send_c_store`` does (reactor paused,
+   ``dimse.get_msg`` with the DIMSE timeout); only a response to this very request (its message
+   ID, as DCMTK checks) counts: a late or repeated one aborts the association;
 2. the DUL thread (:class:`FastSendDUL`, the only one that touches the socket, so TLS works the
    same) writes the command PDU and then the dataset, read in 1 MiB pieces and cut into exactly
-   the fragments pynetdicom would send (one PDV per PDU, ``max PDU - 6`` bytes each);
+   the fragments pynetdicom would send (one PDV per PDU, ``max PDU - 6`` bytes each). Its writes,
+   pynetdicom's included, end the association after the network timeout without progress (a
+   peer that stops reading would otherwise hold the DUL thread, and ``abort()``, for ever);
 3. a P-DATA-TF PDU holding a whole plain C-STORE-RSP (status, message ID, UIDs, nothing else) is
    decoded by hand in the DUL thread into pynetdicom's ``C_STORE`` response primitive and put on
    the DIMSE queue, where ``get_msg`` finds it as usual; any other PDU (a response with an error
@@ -39,7 +43,7 @@ The hand encoding and the batched writes would be welcome upstream.
 
 from __future__ import annotations
 
-import contextlib
+import io
 import logging
 import os
 import queue
@@ -47,6 +51,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -58,6 +63,7 @@ except ImportError:  # Windows: the DIMSE timeout counts from the end of the wri
     fcntl = None  # type: ignore[assignment]
     termios = None  # type: ignore[assignment]
 
+from pydicom.filereader import read_dataset, read_preamble
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from pynetdicom.dimse_primitives import C_STORE
 
@@ -66,7 +72,7 @@ from .header_scan import SCAN_BYTES, dataset_start
 from .reactor import BridgeAE, EventDrivenAssociation, EventDrivenDUL, _recv_exactly
 
 LOGGER = logging.getLogger(__name__)
-PYNETDICOM_LOG = logging.getLogger("pynetdicom")
+PYNETDICOM_LOGGER = logging.getLogger("pynetdicom")
 
 READ_BYTES = 1024 * 1024  # the dataset is read and written in pieces of about this size
 PRIORITY_LOW = 2  # pynetdicom's default for send_c_store
@@ -131,6 +137,7 @@ class OutgoingStore:
     offset: int
     length: int
     fragment: int
+    command_fragment: int = 0  # the command's PDVs hold at most this many bytes; 0: the peer takes any PDU
     error: OSError | None = None
     done: threading.Event = field(default_factory=threading.Event)
     data: bytes | None = None
@@ -138,7 +145,10 @@ class OutgoingStore:
 
     def pieces(self) -> Iterator[bytes | memoryview]:
         """The bytes to write, in order: the command PDU, then the dataset PDUs (read ≤ 1 MiB at a time)."""
-        yield pdu_header(self.context_id, 0x03, len(self.command)) + self.command
+        step = self.command_fragment or len(self.command)  # a peer taking PDUs shorter than the command
+        for start in range(0, len(self.command), step):
+            part = self.command[start:start + step]
+            yield pdu_header(self.context_id, 0x03 if start + step >= len(self.command) else 0x01, len(part)) + part
         fragment, left, position = self.fragment, self.length, self.offset
         count = max(1, -(-left // fragment))  # pynetdicom sends one empty last fragment for an empty dataset
         per_read = max(1, READ_BYTES // fragment)
@@ -194,7 +204,6 @@ class FastSendDUL(EventDrivenDUL):
 
     sent = 0  # C-STOREs this process sent through the fast path (tests and benchmarks read it)
     responses = 0  # C-STORE-RSPs it decoded by hand
-    _observed: bool | None = None  # a handler watches PDUs or DIMSE messages: decode nothing by hand
 
     # -- writing -----------------------------------------------------------------------------------
     def _process_recv_primitive(self) -> bool:
@@ -218,11 +227,10 @@ class FastSendDUL(EventDrivenDUL):
             message.finish()
             self.event_queue.put("Evt17")
             return
-        previous_timeout = sock.gettimeout()
         try:
-            sock.settimeout(self.assoc.network_timeout)
-            for data in message.pieces():
-                _send_all(sock, data)
+            with _write_timeout(sock, self.assoc.network_timeout):
+                for data in message.pieces():
+                    _send_all(sock, data)
         except FileUnreadable as err:
             message.finish(err)
             self.assoc.dimse.msg_queue.put((None, None))  # the sender aborts and raises the error
@@ -231,22 +239,23 @@ class FastSendDUL(EventDrivenDUL):
             message.finish()
             self.event_queue.put("Evt17")  # as pynetdicom's AssociationSocket.send
             return
-        finally:
-            with contextlib.suppress(OSError):
-                sock.settimeout(previous_timeout)
         FastSendDUL.sent += 1
         message.finish()
 
-    # -- reading the response ---------------------------------------------------------------------
-    def _is_observed(self) -> bool:
-        if self._observed is None:
-            self._observed = has_low_level_observers(self.assoc) or messages_are_logged()
-        return self._observed
+    def _send(self, pdu: Any) -> None:
+        """pynetdicom's PDUs (converted and deflated files, release, abort) under the same write timeout."""
+        sock = getattr(self.socket, "socket", None)
+        if sock is None:
+            super()._send(pdu)
+            return
+        with _write_timeout(sock, self.assoc.network_timeout):
+            super()._send(pdu)  # a timeout is an OSError: AssociationSocket.send queues Evt17
 
+    # -- reading the response ---------------------------------------------------------------------
     def _read_pdu_body(self, pdu_type: int, pdu_length: int, header: bytes | bytearray) -> bool:
         if (pdu_type != 0x04 or pdu_length > SMALL_PDU or not self.assoc.is_requestor
                 or self.state_machine.current_state != "Sta6" or self.assoc.dimse.message is not None
-                or self._is_observed()):
+                or has_low_level_observers(self.assoc) or messages_logged()):  # asked each time: may change
             return False
         body = _recv_exactly(cast(Any, self.socket).socket, pdu_length)
         if body is None:
@@ -259,19 +268,6 @@ class FastSendDUL(EventDrivenDUL):
             FastSendDUL.responses += 1
             self.assoc.dimse.msg_queue.put(response)
         return True
-
-
-def _send_all(sock: Any, data: bytes | memoryview) -> None:
-    """``sendall`` whose timeout means "no progress for that long", not "all of it within that long".
-
-    pynetdicom leaves a requested association's socket without a timeout, so a PACS that stops
-    reading would hold the DUL thread, and with it the sender's abort, for ever; with the
-    network timeout on each ``send`` a stalled peer ends the association, while a slow WAN link
-    that keeps taking bytes never does.
-    """
-    view = memoryview(data)
-    while view:
-        view = view[sock.send(view):]
 
 
 def c_store_response(body: memoryview) -> tuple[int, C_STORE] | None:
@@ -298,10 +294,12 @@ def c_store_response(body: memoryview) -> tuple[int, C_STORE] | None:
     try:
         response.MessageIDBeingRespondedTo = _us(elements.get(0x0120))
         response.Status = _us(elements.get(0x0900))
-        if 0x0002 in elements:
-            response.AffectedSOPClassUID = UID(_text(elements[0x0002]) or "")
-        if 0x1000 in elements:
-            response.AffectedSOPInstanceUID = UID(_text(elements[0x1000]) or "")
+        for element, name in ((0x0002, "AffectedSOPClassUID"), (0x1000, "AffectedSOPInstanceUID")):
+            if element in elements:
+                text = _text(elements[element])
+                if text is None:  # not plain ASCII: pynetdicom reads it its own way
+                    return None
+                setattr(response, name, UID(text))
     except (ValueError, TypeError):
         return None
     if not response.is_valid_response:
@@ -321,12 +319,12 @@ class FastSendAE(BridgeAE):
     association_class = FastSendAssociation
 
 
-def messages_are_logged() -> bool:
-    """pynetdicom's log would show each DIMSE message (its handlers log them at INFO)."""
-    return PYNETDICOM_LOG.isEnabledFor(logging.INFO)
-
-
 # -- the sending thread --------------------------------------------------------------------------------
+def messages_logged() -> bool:
+    """pynetdicom logs each message (``dicombridge send -v``, ``-vv`` every PDU): its path writes those lines."""
+    return PYNETDICOM_LOGGER.isEnabledFor(logging.INFO)
+
+
 def usable_context(assoc: Any, sop_class: str, transfer_syntax: str) -> int | None:
     """The context ID the fast path sends a file on, or None to use pynetdicom's ``send_c_store``.
 
@@ -334,7 +332,7 @@ def usable_context(assoc: Any, sop_class: str, transfer_syntax: str) -> int | No
     pynetdicom picks without converting), on an association made with :class:`FastSendDUL`.
     """
     if (transfer_syntax == DeflatedExplicitVRLittleEndian or not isinstance(assoc.dul, FastSendDUL)
-            or has_low_level_observers(assoc) or messages_are_logged()):
+            or has_low_level_observers(assoc) or messages_logged()):
         return None
     for context in assoc.accepted_contexts:
         if context.abstract_syntax == sop_class and context.transfer_syntax[0] == transfer_syntax and context.as_scu:
@@ -358,23 +356,7 @@ def send_c_store(assoc: Any, context_id: int, path: Path, sop_class: str, sop_in
     request.Priority = PRIORITY_LOW
     request.AffectedSOPClassUID = UID(sop_class)
     request.AffectedSOPInstanceUID = UID(sop_instance)
-    if data is not None:
-        source, head, size = None, data[:SCAN_BYTES], len(data)
-    else:
-        source = open(path, "rb")  # noqa: SIM115 - the DUL thread closes it when written (OutgoingStore.finish)
-    try:
-        if source is not None:
-            head, size = source.read(SCAN_BYTES), os.fstat(source.fileno()).st_size
-        offset = dataset_start(head)
-        if offset is None:
-            raise ValueError(f"{path.name} has no DICOM file meta")
-    except BaseException:
-        if source is not None:
-            source.close()
-        raise
-    length = size - offset
-    message = OutgoingStore(context_id, c_store_rq_command(request), source, offset, length,
-                            fragment_bytes(assoc.acceptor.maximum_length, length), data=data, label=path.name)
+    message = outgoing_store(context_id, request, path, assoc.acceptor.maximum_length, data)
     response = _exchange(assoc, message)
     if message.error is not None:
         assoc.abort()
@@ -386,7 +368,89 @@ def send_c_store(assoc: Any, context_id: int, path: Path, sop_class: str, sop_in
         LOGGER.error("Received an invalid C-STORE response from the peer")
         assoc.abort()
         return None
+    if response.MessageIDBeingRespondedTo != message_id:
+        # a late or repeated answer to an earlier request says nothing about this file (DCMTK checks it too)
+        LOGGER.error("The peer answered C-STORE message %d with a response to message %s", message_id,
+                     response.MessageIDBeingRespondedTo)
+        assoc.abort()
+        return None
     return cast(int, response.Status)
+
+
+def outgoing_store(context_id: int, request: C_STORE, path: Path, peer_max_pdu: int,
+                   data: bytes | None = None) -> OutgoingStore:
+    """The message for the DUL thread: the request's command, then the file's dataset as pynetdicom
+    cuts it; from ``data`` (the file's bytes, already in memory) when given."""
+    if data is not None:
+        offset = dataset_offset(io.BytesIO(data), path)
+        return OutgoingStore(context_id, c_store_rq_command(request), None, offset, len(data) - offset,
+                             fragment_bytes(peer_max_pdu, len(data) - offset), peer_max_pdu - 6 if peer_max_pdu else 0,
+                             data=data, label=path.name)
+    source = open(path, "rb")  # noqa: SIM115 - the DUL thread closes it when written (OutgoingStore.finish)
+    try:
+        offset = dataset_offset(source, path)
+        length = os.fstat(source.fileno()).st_size - offset
+    except BaseException:
+        source.close()
+        raise
+    return OutgoingStore(context_id, c_store_rq_command(request), source, offset, length,
+                         fragment_bytes(peer_max_pdu, length), peer_max_pdu - 6 if peer_max_pdu else 0,
+                         label=path.name)
+
+
+def dataset_offset(source: BinaryIO, path: Path) -> int:
+    """Where the file's dataset starts, as pynetdicom's ``split_dataset`` finds it.
+
+    The fast scan is trusted when it saw the first element header after the file meta, or the
+    whole file; a file meta reaching into the last bytes of the 64 kB scanned, or a few stray
+    bytes after it, are read by pydicom as pynetdicom reads them.
+    """
+    head = source.read(SCAN_BYTES)
+    offset = dataset_start(head)
+    if offset is not None and (offset + 8 <= len(head) or offset == len(head) < SCAN_BYTES):
+        return offset
+    try:  # pynetdicom's split_dataset, on the open file (or the bytes in memory)
+        source.seek(0)
+        read_preamble(source, False)
+        read_dataset(source, is_implicit_VR=False, is_little_endian=True, stop_when=_not_file_meta)
+        return source.tell()
+    except Exception as err:  # noqa: BLE001 - pydicom's InvalidDicomError and friends
+        raise ValueError(f"{path.name} has no readable DICOM file meta ({err})") from None
+
+
+def _not_file_meta(tag: Any, _vr: str | None, _length: int) -> bool:
+    return bool(tag.group != 2)
+
+
+@contextmanager
+def _write_timeout(sock: Any, seconds: float | None) -> Iterator[None]:
+    """A peer that stops reading ends the association after ``seconds`` without progress.
+
+    The requestor's socket has no timeout once connected (pynetdicom), and a blocked write would
+    hold the DUL thread, and ``abort()`` waiting for it, for as long as the peer keeps the
+    connection open. Only the DUL thread uses the socket, so the timeout is set around writes.
+    """
+    try:
+        previous = sock.gettimeout()
+        sock.settimeout(seconds)
+    except OSError:  # closed by an abort: the write fails and is handled as any lost connection
+        yield
+        return
+    try:
+        yield
+    finally:
+        try:
+            sock.settimeout(previous)
+        except OSError:  # closed meanwhile
+            pass
+
+
+def _send_all(sock: Any, data: bytes | memoryview) -> None:
+    """``sendall`` whose timeout counts from the last progress, not from the start (a slow link is
+    not a stalled one); TLS sockets too."""
+    view = memoryview(data)
+    while view:
+        view = view[sock.send(view):]
 
 
 def _exchange(assoc: EventDrivenAssociation, message: OutgoingStore) -> Any:
