@@ -107,13 +107,13 @@ class _Seen:
 class CompletenessTracker:
     """Decides when a ZIP in the outbox is complete (stable and valid) or hopeless.
 
-    Stable: unchanged (size and time stamp) between two looks, and nothing written to it for
-    ``STABLE_SECONDS``, which either the bridge saw itself or the file's own time stamp shows
-    (a ZIP written elsewhere and renamed in, the usual way to deliver, is taken at the second
-    look instead of half a second later). A file that is still being written does not open as
-    a ZIP (its central directory comes last), whatever its time stamp says. "Invalid for too
-    long" counts only what the bridge saw itself: a copy that keeps an old time stamp while it
-    runs is never failed for it.
+    Stable: nothing written to it for ``STABLE_SECONDS``, which either the bridge saw itself
+    (size and time stamp unchanged between its looks) or the file's own time stamp shows (every
+    write moves it): a ZIP written elsewhere and renamed in, the usual way to deliver, is taken
+    at the first look instead of half a second later. A file that is still being written does
+    not open as a ZIP (its central directory comes last), whatever its time stamp says. "Invalid
+    for too long" counts only what the bridge saw itself: a copy that keeps an old time stamp
+    while it runs is never failed for it.
     """
 
     clock: Callable[[], float] = time.monotonic
@@ -139,8 +139,7 @@ class CompletenessTracker:
                 continue
             seen = self._seen.get(path)
             if seen is None or (seen.size, seen.mtime_ns) != (info.st_size, info.st_mtime_ns):
-                self._seen[path] = _Seen(info.st_size, info.st_mtime_ns, now)
-                continue
+                seen = self._seen[path] = _Seen(info.st_size, info.st_mtime_ns, now)
             observed = now - seen.since
             if max(observed, wall - info.st_mtime_ns / 1e9) < STABLE_SECONDS:
                 continue

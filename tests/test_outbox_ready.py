@@ -33,11 +33,16 @@ def tracker() -> tuple[CompletenessTracker, FakeClock, FakeClock]:
     return CompletenessTracker(clock=monotonic, wall_clock=wall), monotonic, wall
 
 
-def test_a_zip_moved_in_long_after_it_was_written_is_taken_at_the_second_look(tmp_path):
-    check, monotonic, wall = tracker()
+def test_a_zip_moved_in_long_after_it_was_written_is_taken_at_the_first_look(tmp_path):
+    check, _monotonic, wall = tracker()
     path = dropped(tmp_path, a_zip(), age_seconds=60, wall=wall)
-    assert check.check([path]) == ([], [])  # first look: nothing is known about it yet
-    monotonic.advance(POLL_SECONDS)
+    assert check.check([path]) == ([path], [])
+
+
+def test_a_zip_written_half_a_second_ago_is_taken_at_once_one_written_just_before_is_not(tmp_path):
+    check, _monotonic, wall = tracker()
+    path = dropped(tmp_path, a_zip(), age_seconds=STABLE_SECONDS - POLL_SECONDS, wall=wall)
+    assert check.check([path]) == ([], [])
     wall.advance(POLL_SECONDS)
     assert check.check([path]) == ([path], [])
 
@@ -57,7 +62,7 @@ def test_a_zip_written_just_now_waits_until_the_bridge_saw_it_quiet(tmp_path):
 def test_a_time_stamp_in_the_future_does_not_shorten_the_wait(tmp_path):
     check, monotonic, wall = tracker()
     path = dropped(tmp_path, a_zip(), age_seconds=-3600, wall=wall)  # a file server whose clock is ahead
-    check.check([path])
+    assert check.check([path]) == ([], [])
     monotonic.advance(STABLE_SECONDS / 2)
     wall.advance(STABLE_SECONDS / 2)
     assert check.check([path]) == ([], [])
@@ -66,22 +71,26 @@ def test_a_time_stamp_in_the_future_does_not_shorten_the_wait(tmp_path):
     assert check.check([path]) == ([path], [])
 
 
-def test_a_zip_that_changes_between_two_looks_is_not_taken(tmp_path):
+def test_a_zip_that_changes_between_two_looks_waits_for_the_bridge_to_see_it_quiet(tmp_path):
     check, monotonic, wall = tracker()
     data = a_zip()
-    path = dropped(tmp_path, data, age_seconds=60, wall=wall)
+    path = dropped(tmp_path, data[:-30], age_seconds=0, wall=wall)  # being written
     check.check([path])
-    path.write_bytes(data + b"\0")  # written again (and now with a new time stamp)
-    stamp = int((wall() - 60) * 1e9)  # even if the writer sets the old time stamp back
+    path.write_bytes(data)  # now whole, with a new time stamp
+    stamp = int(wall() * 1e9)
     os.utime(path, ns=(stamp, stamp))
     monotonic.advance(POLL_SECONDS)
+    wall.advance(POLL_SECONDS)
     assert check.check([path]) == ([], [])
+    monotonic.advance(STABLE_SECONDS)
+    wall.advance(STABLE_SECONDS)
+    assert check.check([path]) == ([path], [])
 
 
 def test_a_half_written_zip_with_an_old_time_stamp_is_not_taken(tmp_path):
     check, monotonic, wall = tracker()
     path = dropped(tmp_path, a_zip()[:-30], age_seconds=60, wall=wall)  # central directory's end missing
-    check.check([path])
+    assert check.check([path]) == ([], [])
     monotonic.advance(POLL_SECONDS)
     assert check.check([path]) == ([], [])
 
