@@ -117,11 +117,12 @@ def send_parallel(folders: list[Path], port: int, called: str) -> float:
     """Seconds for one storescu per folder, all at once, until the last has released."""
     started = time.perf_counter()
     senders = [subprocess.Popen(storescu_command(folder, port, called), env=PEER_ENV,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for folder in folders]
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for folder in folders]
     for sender in senders:
-        _, error = sender.communicate(timeout=1800)
+        output, _ = sender.communicate(timeout=1800)
         if sender.returncode != 0:
-            raise RuntimeError(f"storescu failed: {error.decode(errors='replace')}")
+            raise RuntimeError(f"storescu to port {port} ({called}) exited {sender.returncode}: "
+                               f"{output.decode(errors='replace')[-2000:]}")
     return time.perf_counter() - started
 
 
