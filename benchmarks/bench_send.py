@@ -6,6 +6,8 @@ Alternating runs, same machine, loopback, peers with TCP_NODELAY=1 (a fresh peer
   2. DicomBridge from the ZIP's drop into Outbox_Auto until the ZIP is deleted (everything
      stored): into Orthanc with 1 and 4 parallel associations, into storescp with 1; and the
      bridge process's CPU time per image (the machine is shared: CPU ms tell more than seconds)
+  2b. the bridge's sender alone (``send_files`` in this process) with the unzipped files, as
+     storescu gets them, → storescp: what the unpacking adds, told apart from the sending
   3. peak memory (VmHWM) of the bridge while sending a ~1 GB ZIP
 
     python benchmarks/bench_send.py [--images 500] [--big-images 2000]
@@ -56,6 +58,22 @@ def bench_storescu_to_storescp(study: Path, work: Path) -> float:
         return send(study, scp.port, scp.aet)
     finally:
         scp.stop()
+
+
+def bench_sender_alone(study: Path, work: Path) -> float:
+    """The bridge's sending alone, from files already unzipped as storescu gets them (in this process)."""
+    from bridge.sender import PacsTarget, SendReport, read_meta, send_files
+
+    scp = StoreSCP(work / "scp")
+    try:
+        metas = [read_meta(path) for path in sorted(study.iterdir())]
+        started = time.perf_counter()
+        report = send_files(PacsTarget("127.0.0.1", scp.port, scp.aet, "BENCH"), metas, SendReport())
+        seconds = time.perf_counter() - started
+    finally:
+        scp.stop()
+    assert report.ok and len(report.delivered) == len(metas), "send incomplete"
+    return seconds
 
 
 def cpu_seconds(pid: int) -> float:
@@ -113,7 +131,8 @@ def main() -> int:
         print(f"study: {args.images} images, {sum(p.stat().st_size for p in study.iterdir()) / 1e6:.0f} MB, "
               f"ZIP {zip_path.stat().st_size / 1e6:.0f} MB; {args.repeats} runs, medians", flush=True)
         runs: dict[str, list[float]] = {name: [] for name in (
-            "storescu", "bridge1", "bridge4", "storescu_scp", "bridge_scp", "cpu_ms_orthanc4", "cpu_ms_scp")}
+            "storescu", "bridge1", "bridge4", "storescu_scp", "bridge_scp", "sender_alone_scp", "cpu_ms_orthanc4",
+            "cpu_ms_scp")}
         for run in range(args.repeats):
             runs["storescu"].append(bench_storescu(study, work / f"o{run}"))
             runs["bridge1"].append(bench_bridge(zip_path, work / f"b1-{run}", 1, args.images)["seconds"])
@@ -124,9 +143,11 @@ def main() -> int:
             one = bench_bridge(zip_path, work / f"bs-{run}", 1, args.images, peer="storescp")
             runs["bridge_scp"].append(one["seconds"])
             runs["cpu_ms_scp"].append(one["cpu_ms_per_image"])
+            runs["sender_alone_scp"].append(bench_sender_alone(study, work / f"f{run}"))
             print("  run {}: Orthanc: storescu {:.2f} s, bridge ×1 {:.2f} s, ×4 {:.2f} s; storescp: storescu {:.2f} s, "
-                  "bridge ×1 {:.2f} s".format(run + 1, runs["storescu"][-1], runs["bridge1"][-1], runs["bridge4"][-1],
-                                              runs["storescu_scp"][-1], runs["bridge_scp"][-1]), flush=True)
+                  "bridge ×1 {:.2f} s, its sender alone (unzipped files) {:.2f} s".format(
+                      run + 1, runs["storescu"][-1], runs["bridge1"][-1], runs["bridge4"][-1], runs["storescu_scp"][-1],
+                      runs["bridge_scp"][-1], runs["sender_alone_scp"][-1]), flush=True)
         medians = {name: statistics.median(values) for name, values in runs.items()}
         base = medians["storescu"]
         print(f"DCMTK storescu → Orthanc            {base:6.2f} s", flush=True)
@@ -137,6 +158,8 @@ def main() -> int:
         print(f"DCMTK storescu → storescp           {scp_base:6.2f} s", flush=True)
         print(f"DicomBridge ZIP → storescp, 1 assoc. {medians['bridge_scp']:6.2f} s  "
               f"({medians['bridge_scp'] / scp_base:.2f}x storescu)", flush=True)
+        print(f"its sender alone, unzipped files   {medians['sender_alone_scp']:6.2f} s  "
+              f"({medians['sender_alone_scp'] / scp_base:.2f}x storescu)", flush=True)
         print(f"bridge CPU per image: {medians['cpu_ms_orthanc4']:.2f} ms (Orthanc ×4), "
               f"{medians['cpu_ms_scp']:.2f} ms (storescp ×1)", flush=True)
         results: dict[str, object] = {"images": args.images, "medians": medians, "runs": runs}
