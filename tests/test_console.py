@@ -200,15 +200,21 @@ async def test_send_again_sends_a_failed_zip_to_orthanc(tmp_path):
         session.close()
 
 
-async def test_zip_again_routes_a_failed_study_as_if_received_now(hosted, tmp_path):
-    study = make_study(tmp_path / "study", count=3, crid_value="CRID#1234567890123456")
-    folder = hosted.storage / "Inbox_Failed" / "HOLTZMANN, Carsten_failed"
+def failed_study(tmp_path: Path, storage: Path, logbook, count: int, reason: str) -> Path:  # noqa: ANN001
+    """A study the zipper could not route, as it leaves it: Inbox_Failed/<name>_failed + its log-book row."""
+    study = make_study(tmp_path / "study", count=count, crid_value="CRID#1234567890123456")
+    folder = storage / "Inbox_Failed" / "HOLTZMANN, Carsten_failed"
     folder.mkdir()
     for number, path in enumerate(study.files, start=1):
         os.replace(path, folder / f"{number:06d}-{number}.dcm")
-    (folder / "reason.txt").write_text("zipping study x failed: the disk said no\n")
-    hosted.engine.logbook.add(LogEntry(RECEIVE, FAILED, "zipping study x failed: the disk said no",
-                                       target=str(folder)))
+    (folder / "reason.txt").write_text(f"{reason}\n")
+    logbook.add(LogEntry(RECEIVE, FAILED, reason, target=str(folder)))
+    return folder
+
+
+async def test_zip_again_routes_a_failed_study_as_if_received_now(hosted, tmp_path):
+    folder = failed_study(tmp_path, hosted.storage, hosted.engine.logbook, 3,
+                          "zipping study x failed: the disk said no")
     app = DicomBridgeApp(hosted)
     async with app.run_test(size=(80, 24)) as pilot:
         await until(pilot, lambda: table_rows(app) and table_rows(app)[0]["Status"] == "Failed")
@@ -390,13 +396,7 @@ async def test_a_burst_of_rows_reaches_the_table_in_few_coalesced_messages(hoste
 
 async def test_zip_again_from_an_attached_ui_is_done_by_the_service(tmp_path):
     with attached_to_a_service(make_config(tmp_path)) as (service, session):
-        study = make_study(tmp_path / "study", count=2, crid_value="CRID#1234567890123456")
-        folder = session.storage / "Inbox_Failed" / "HOLTZMANN, Carsten_failed"
-        folder.mkdir()
-        for number, path in enumerate(study.files, start=1):
-            os.replace(path, folder / f"{number:06d}-{number}.dcm")
-        (folder / "reason.txt").write_text("zipping failed\n")
-        session.logbook.add(LogEntry(RECEIVE, FAILED, "zipping failed", target=str(folder)))
+        folder = failed_study(tmp_path, session.storage, session.logbook, 2, "zipping failed")
         app = DicomBridgeApp(session)
         async with app.run_test(size=(80, 24)) as pilot:
             await until(pilot, lambda: table_rows(app) and table_rows(app)[0]["Status"] == "Failed")

@@ -34,26 +34,25 @@ def test_samples_are_there():
     assert len(SAMPLES) > 80
 
 
+def _answers(wanted: set[int]) -> list[object]:
+    """What the walks say about every sample: the file's header, and its dataset cut every 97 bytes."""
+    answers: list[object] = []
+    for path in SAMPLES:
+        raw = path.read_bytes()
+        start, syntax = dataset_start(raw[:SCAN_BYTES]), _syntax(raw)
+        answers.append(scan_header(path, wanted))
+        if start is not None and syntax is not None:
+            data = raw[start:start + SCAN_BYTES]
+            answers.extend(peek_dataset(data[:cut], syntax, frozenset(wanted)) for cut in range(0, len(data), 97))
+    return answers
+
+
 @pytest.mark.parametrize("wanted", WANTED, ids=["identity", "pending", "zipper", "deep"])
 def test_the_quick_step_changes_no_answer(wanted, monkeypatch):
     """Every pydicom sample, whole and cut at many places: the same elements, group lengths and certainty."""
-    quick: list[object] = []
-    for path in SAMPLES:
-        raw = path.read_bytes()
-        start, syntax = dataset_start(raw[:SCAN_BYTES]), _syntax(raw)
-        quick.append(scan_header(path, wanted))
-        if start is not None and syntax is not None:
-            data = raw[start:start + SCAN_BYTES]
-            quick.extend(peek_dataset(data[:cut], syntax, frozenset(wanted)) for cut in range(0, len(data), 97))
+    quick = _answers(wanted)
     _without_quick_step(monkeypatch)
-    slow: list[object] = []
-    for path in SAMPLES:
-        raw = path.read_bytes()
-        start, syntax = dataset_start(raw[:SCAN_BYTES]), _syntax(raw)
-        slow.append(scan_header(path, wanted))
-        if start is not None and syntax is not None:
-            data = raw[start:start + SCAN_BYTES]
-            slow.extend(peek_dataset(data[:cut], syntax, frozenset(wanted)) for cut in range(0, len(data), 97))
+    slow = _answers(wanted)
     assert len(quick) == len(slow) > 1000
     assert quick == slow
     assert sum(1 for found in quick if found is not None) > 500
