@@ -134,3 +134,14 @@ def test_an_outbox_zip_goes_to_storescp_through_the_fast_path_from_memory(bridge
     row = bridge.engine.logbook.newest()[0]
     assert row.modality == "MR"  # the log book's columns, though only the first image was ever on disk
     assert list(bridge.layout.outbox_work.iterdir()) == []
+
+
+def test_a_member_larger_than_the_memory_limit_goes_to_disk(study_zip, tmp_path, monkeypatch):
+    zip_path, files = study_zip
+    monkeypatch.setattr(safe_unzip, "MEMORY_MEMBER_MAX", len(files[2].read_bytes()) - 1)  # every member too big
+    unpacker = ZipUnpacker(zip_path, tmp_path / "work")
+    metas = unpacker.plan()
+    members = UnpackedMembers(unpacker)
+    unpack_in_background(unpacker, members).join(30)
+    assert [members.take(meta) for meta in metas] == [None] * len(metas)
+    assert [meta.path.read_bytes() for meta in metas] == [f.read_bytes() for f in files]
