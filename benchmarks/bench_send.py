@@ -25,7 +25,10 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -34,6 +37,8 @@ from benchmarks.bench_receive import make_ct_study, peak_rss_mb, send  # noqa: E
 from bridge.runtime import configure_process  # noqa: E402
 from tests.conftest import write_config  # noqa: E402
 from tests.pacs import Orthanc, StoreSCP  # noqa: E402
+
+PeerT = TypeVar("PeerT", Orthanc, StoreSCP)
 
 
 def make_zip(study: Path, target: Path) -> Path:
@@ -44,34 +49,34 @@ def make_zip(study: Path, target: Path) -> Path:
     return target
 
 
-def bench_storescu(study: Path, work: Path) -> float:
-    orthanc = Orthanc(work)
+@contextmanager
+def running(peer: PeerT) -> Iterator[PeerT]:
+    """A fresh peer (Orthanc, storescp) for one measurement, stopped afterwards whatever happens."""
     try:
-        return send(study, orthanc.port, orthanc.aet)
+        yield peer
     finally:
-        orthanc.stop()
+        peer.stop()
+
+
+def bench_storescu(study: Path, work: Path) -> float:
+    with running(Orthanc(work)) as orthanc:
+        return send(study, orthanc.port, orthanc.aet)
 
 
 def bench_storescu_to_storescp(study: Path, work: Path) -> float:
-    scp = StoreSCP(work / "scp")
-    try:
+    with running(StoreSCP(work / "scp")) as scp:
         return send(study, scp.port, scp.aet)
-    finally:
-        scp.stop()
 
 
 def bench_sender_alone(study: Path, work: Path) -> float:
     """The bridge's sending alone, from files already unzipped as storescu gets them (in this process)."""
     from bridge.sender import PacsTarget, SendReport, read_meta, send_files
 
-    scp = StoreSCP(work / "scp")
-    try:
+    with running(StoreSCP(work / "scp")) as scp:
         metas = [read_meta(path) for path in sorted(study.iterdir())]
         started = time.perf_counter()
         report = send_files(PacsTarget("127.0.0.1", scp.port, scp.aet, "BENCH"), metas, SendReport())
         seconds = time.perf_counter() - started
-    finally:
-        scp.stop()
     assert report.ok and len(report.delivered) == len(metas), "send incomplete"
     return seconds
 

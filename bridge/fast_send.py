@@ -67,7 +67,7 @@ from pydicom.filereader import read_dataset, read_preamble
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from pynetdicom.dimse_primitives import C_STORE
 
-from .fast_store import SMALL_PDU, _implicit, _text, _ui, _us, has_low_level_observers
+from .fast_store import SMALL_PDU, _implicit, _text, _ui, _us, has_low_level_observers, pdu_header
 from .header_scan import SCAN_BYTES, dataset_start
 from .reactor import BridgeAE, EventDrivenAssociation, EventDrivenDUL, _recv_exactly
 
@@ -114,11 +114,6 @@ def c_store_rq_command(request: C_STORE) -> bytes:
     if request.MoveOriginatorMessageID is not None:
         body += _implicit(0x1031, struct.pack("<H", request.MoveOriginatorMessageID))
     return _implicit(0x0000, struct.pack("<L", len(body))) + body
-
-
-def pdu_header(context_id: int, control: int, size: int) -> bytes:
-    """The header of a P-DATA-TF PDU carrying one PDV of ``size`` bytes (the data itself follows)."""
-    return struct.pack(">BBLLBB", 0x04, 0x00, size + 6, size + 2, context_id, control)
 
 
 def fragment_bytes(peer_max_pdu: int, length: int) -> int:
@@ -255,7 +250,7 @@ class FastSendDUL(EventDrivenDUL):
     def _read_pdu_body(self, pdu_type: int, pdu_length: int, header: bytes | bytearray) -> bool:
         if (pdu_type != 0x04 or pdu_length > SMALL_PDU or not self.assoc.is_requestor
                 or self.state_machine.current_state != "Sta6" or self.assoc.dimse.message is not None
-                or has_low_level_observers(self.assoc) or messages_logged()):  # asked each time: may change
+                or watched(self.assoc)):  # asked each time: a handler may be bound later
             return False
         body = _recv_exactly(cast(Any, self.socket).socket, pdu_length)
         if body is None:
@@ -320,9 +315,10 @@ class FastSendAE(BridgeAE):
 
 
 # -- the sending thread --------------------------------------------------------------------------------
-def messages_logged() -> bool:
-    """pynetdicom logs each message (``dicombridge send -v``, ``-vv`` every PDU): its path writes those lines."""
-    return PYNETDICOM_LOGGER.isEnabledFor(logging.INFO)
+def watched(assoc: Any) -> bool:
+    """Someone sees pynetdicom's PDUs or messages: a handler bound to the low-level events, or
+    pynetdicom's log (``dicombridge send -v``, ``-vv`` every PDU), which its own path writes."""
+    return has_low_level_observers(assoc) or PYNETDICOM_LOGGER.isEnabledFor(logging.INFO)
 
 
 def usable_context(assoc: Any, sop_class: str, transfer_syntax: str) -> int | None:
@@ -331,8 +327,7 @@ def usable_context(assoc: Any, sop_class: str, transfer_syntax: str) -> int | No
     The first accepted context for the SOP class with exactly the file's own syntax (what
     pynetdicom picks without converting), on an association made with :class:`FastSendDUL`.
     """
-    if (transfer_syntax == DeflatedExplicitVRLittleEndian or not isinstance(assoc.dul, FastSendDUL)
-            or has_low_level_observers(assoc) or messages_logged()):
+    if transfer_syntax == DeflatedExplicitVRLittleEndian or not isinstance(assoc.dul, FastSendDUL) or watched(assoc):
         return None
     for context in assoc.accepted_contexts:
         if context.abstract_syntax == sop_class and context.transfer_syntax[0] == transfer_syntax and context.as_scu:
@@ -381,21 +376,19 @@ def outgoing_store(context_id: int, request: C_STORE, path: Path, peer_max_pdu: 
                    data: bytes | None = None) -> OutgoingStore:
     """The message for the DUL thread: the request's command, then the file's dataset as pynetdicom
     cuts it; from ``data`` (the file's bytes, already in memory) when given."""
+    source: BinaryIO | None = None
     if data is not None:
-        offset = dataset_offset(io.BytesIO(data), path)
-        return OutgoingStore(context_id, c_store_rq_command(request), None, offset, len(data) - offset,
-                             fragment_bytes(peer_max_pdu, len(data) - offset), peer_max_pdu - 6 if peer_max_pdu else 0,
-                             data=data, label=path.name)
-    source = open(path, "rb")  # noqa: SIM115 - the DUL thread closes it when written (OutgoingStore.finish)
-    try:
-        offset = dataset_offset(source, path)
-        length = os.fstat(source.fileno()).st_size - offset
-    except BaseException:
-        source.close()
-        raise
-    return OutgoingStore(context_id, c_store_rq_command(request), source, offset, length,
-                         fragment_bytes(peer_max_pdu, length), peer_max_pdu - 6 if peer_max_pdu else 0,
-                         label=path.name)
+        offset, size = dataset_offset(io.BytesIO(data), path), len(data)
+    else:
+        source = open(path, "rb")  # noqa: SIM115 - the DUL thread closes it when written (OutgoingStore.finish)
+        try:
+            offset, size = dataset_offset(source, path), os.fstat(source.fileno()).st_size
+        except BaseException:
+            source.close()
+            raise
+    return OutgoingStore(context_id, c_store_rq_command(request), source, offset, size - offset,
+                         fragment_bytes(peer_max_pdu, size - offset), peer_max_pdu - 6 if peer_max_pdu else 0,
+                         data=data, label=path.name)
 
 
 def dataset_offset(source: BinaryIO, path: Path) -> int:

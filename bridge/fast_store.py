@@ -161,14 +161,18 @@ def _implicit(element: int, value: bytes) -> bytes:
     return struct.pack("<HHL", 0x0000, element, len(value)) + value
 
 
+def pdu_header(context_id: int, control: int, size: int) -> bytes:
+    """The header of a P-DATA-TF PDU carrying one PDV of ``size`` bytes (the data itself follows)."""
+    return struct.pack(">BBLLBB", 0x04, 0x00, size + 6, size + 2, context_id, control)
+
+
 def c_store_rsp_pdu(context_id: int, message_id: int, sop_class: str, sop_instance: str, status: int) -> bytes:
     """The P-DATA-TF PDU carrying the C-STORE-RSP pynetdicom would send."""
     command = (_implicit(0x0002, _ui(sop_class)) + _implicit(0x0100, struct.pack("<H", 0x8001))
                + _implicit(0x0120, struct.pack("<H", message_id)) + _implicit(0x0800, struct.pack("<H", 0x0101))
                + _implicit(0x0900, struct.pack("<H", status)) + _implicit(0x1000, _ui(sop_instance)))
     command = _implicit(0x0000, struct.pack("<L", len(command))) + command
-    pdv = struct.pack(">LBB", len(command) + 2, context_id, 0x03) + command
-    return struct.pack(">BBL", 0x04, 0x00, len(pdv)) + pdv
+    return pdu_header(context_id, 0x03, len(command)) + command
 
 
 _C_STORE_RQ_ELEMENTS = frozenset({0x0000, 0x0002, 0x0100, 0x0110, 0x0700, 0x0800, 0x1000, 0x1030, 0x1031})

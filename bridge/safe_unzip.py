@@ -307,7 +307,7 @@ class UnpackedMembers:
 
     def _unpack_again(self, meta: FileMeta) -> None:
         with self._again:
-            if meta.path not in self._on_disk and not meta.path.exists():  # the sender may have kept it (keep_file)
+            if meta.path not in self._on_disk and not meta.path.exists():  # the sender may have kept it (write_whole)
                 if self.unpacker is None:
                     raise ZipRejected(f"{meta.name} is no longer unpacked")
                 self.unpacker.unpack_again(meta)

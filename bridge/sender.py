@@ -255,8 +255,10 @@ def send_batch(target: PacsTarget, batch: list[FileMeta], report: SendReport, wa
                 continue
             data = wait(meta)
             to_send: Path | Dataset = meta.path
-            if data is not None and not (assoc.is_established and _fast_path_takes(assoc, meta)):
-                keep_file(meta.path, data)  # pynetdicom and the converter read files; a later try finds it
+            fast_context = fast_send.usable_context(assoc, meta.sop_class, meta.transfer_syntax) \
+                if assoc.is_established else None  # set: the file goes as it is, through the fast path
+            if data is not None and fast_context is None:
+                write_whole(meta.path, data)  # pynetdicom and the converter read files; a later try finds it
                 data = None
             if meta.transfer_syntax not in accepted[meta.sop_class]:
                 converted = _converted_copy(meta, accepted[meta.sop_class], convert_into, report)
@@ -271,7 +273,7 @@ def send_batch(target: PacsTarget, batch: list[FileMeta], report: SendReport, wa
             if not assoc.is_established:  # e.g. a PACS closing idle associations while we unpacked
                 raise TransientSendError("the PACS closed the association while the bridge was unpacking")
             try:
-                status = _store(assoc, to_send, meta, message_id % 0x10000 or 1, data)
+                status = _store(assoc, to_send, meta, message_id % 0x10000 or 1, fast_context, data)
             except RuntimeError as err:  # pynetdicom: "association ... must be established"
                 raise TransientSendError(f"the association ended while sending ({err})") from None
             if status is None:
@@ -290,24 +292,14 @@ def send_batch(target: PacsTarget, batch: list[FileMeta], report: SendReport, wa
             assoc.release()
 
 
-def _fast_path_takes(assoc, meta: FileMeta) -> bool:  # noqa: ANN001 - pynetdicom Association
-    return fast_send.usable_context(assoc, meta.sop_class, meta.transfer_syntax) is not None
-
-
-def keep_file(path: Path, data: bytes) -> None:
-    """Write bytes handed over in memory to their file, whole or not at all (a later try reads it)."""
-    write_whole(path, data)
-
-
 def _store(assoc, to_send: Path | Dataset, meta: FileMeta, message_id: int,  # noqa: ANN001
-           data: bytes | None = None) -> int | None:
-    """One C-STORE: the file (or ``data``, its bytes) as it is through the fast path when its own
-    syntax was accepted (``fast_send``), else pynetdicom's ``send_c_store``; the status, None if none came."""
-    if to_send is meta.path:
-        context_id = fast_send.usable_context(assoc, meta.sop_class, meta.transfer_syntax)
-        if context_id is not None:
-            return fast_send.send_c_store(assoc, context_id, meta.path, meta.sop_class, meta.sop_instance,
-                                          message_id, data)
+           fast_context: int | None, data: bytes | None) -> int | None:
+    """One C-STORE: the file (or ``data``, its bytes) as it is through the fast path on
+    ``fast_context`` (its own syntax was accepted: ``fast_send.usable_context``), else
+    ``to_send`` through pynetdicom's ``send_c_store``; the status, None if none came."""
+    if fast_context is not None:
+        return fast_send.send_c_store(assoc, fast_context, meta.path, meta.sop_class, meta.sop_instance,
+                                      message_id, data)
     response = assoc.send_c_store(to_send, msg_id=message_id)
     status = response.get("Status") if response is not None else None
     return int(status) if status is not None else None

@@ -79,7 +79,7 @@ def test_a_member_taken_but_not_delivered_is_unpacked_again_for_the_next_try(stu
 
 
 def test_a_member_the_sender_kept_in_its_file_is_not_unpacked_again(study_zip, tmp_path, monkeypatch):
-    from bridge.sender import keep_file
+    from bridge.layout import write_whole
 
     zip_path, _files = study_zip
     unpacker = ZipUnpacker(zip_path, tmp_path / "work")
@@ -88,7 +88,7 @@ def test_a_member_the_sender_kept_in_its_file_is_not_unpacked_again(study_zip, t
     unpack_in_background(unpacker, members).join(30)
     data = members.take(metas[3])
     assert data is not None
-    keep_file(metas[3].path, data)
+    write_whole(metas[3].path, data)
     monkeypatch.setattr(ZipUnpacker, "unpack_again", lambda self, meta: pytest.fail("unpacked again"))
     assert members.take(metas[3]) is None and metas[3].path.read_bytes() == data
 
