@@ -177,6 +177,14 @@ class Receiver:
             self.process.kill()
             self.process.wait(timeout=60)
         shutil.rmtree(self.folder, ignore_errors=True)
+        settle_disk()
+
+
+def settle_disk() -> None:
+    """Write back what earlier measurements left dirty (and, on a ``discard`` mount, trim what they
+    deleted) now, so that the kernel does not do it inside the next measurement's window."""
+    if hasattr(os, "sync"):
+        os.sync()
 
 
 def start_receiver(kind: str, work: Path, baseline: Path | None = None) -> Receiver:
@@ -218,6 +226,7 @@ def start_receiver(kind: str, work: Path, baseline: Path | None = None) -> Recei
 
 def measure(kind: str, work: Path, study: Path, images: int, parallel: bool,
             baseline: Path | None = None) -> dict[str, float]:
+    settle_disk()
     receiver = start_receiver(kind, work, baseline)
     try:
         before = cpu_seconds(receiver.process.pid)

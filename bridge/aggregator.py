@@ -23,8 +23,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .layout import fsync_path
-
 _UID = re.compile(r"[0-9][0-9.]{0,63}")
 _GENERATION_SEPARATOR = "~"
 _CLASH_SEPARATOR = "-"  # a second, different file with the same SOP key is kept as "<key>-2"
@@ -100,7 +98,7 @@ class Aggregator:
     spool: Path
     quiet_seconds: Callable[[], float]  # receive.timeout_seconds in force, read at every decision
     clock: Callable[[], float] = time.monotonic
-    sync_on_store: bool = False  # receive.sync_before_ack: file and rename on stable storage before the answer
+    sync_on_store: bool = False  # receive.sync_before_ack: the file on stable storage before the answer
     _open: dict[str, PendingStudy] = field(default_factory=dict)
     _closed: list[PendingStudy] = field(default_factory=list)
     _changed: threading.Condition = field(default_factory=threading.Condition)
@@ -144,16 +142,14 @@ class Aggregator:
             if study is None:
                 folder = self.spool / f"{key}{_GENERATION_SEPARATOR}{time.time_ns()}"
                 folder.mkdir()
-                if self.sync_on_store:
-                    fsync_path(self.spool)
                 study = PendingStudy(key=key, folder=folder, last_arrival=self.clock())
             sop_key = safe_key(sop_uid)
             stored_key, target = study.place(sop_key, received_file)
             if self.sync_on_store and not synced:
                 _sync_file(received_file)
-            _move(received_file, target)
-            if self.sync_on_store:
-                fsync_path(study.folder)  # the rename is durable
+            _move(received_file, target, sync=self.sync_on_store)  # durable with the next journal commit:
+            # an acknowledged image the rename did not reach after a power cut is filed at start-up
+            # (receiver.file_incoming), so the answer need not wait for a second commit
             study.files[stored_key] = target
             if created:
                 self._open[key] = study
@@ -259,8 +255,9 @@ def _sync_file(path: Path) -> None:
         os.close(fd)
 
 
-def _move(source: Path, target: Path) -> None:
-    """Rename into place; copy then delete when the temp folder is on another file system."""
+def _move(source: Path, target: Path, sync: bool = False) -> None:
+    """Rename into place; copy (synced when ``sync``) then delete when the temp folder is on another
+    file system."""
     try:
         os.replace(source, target)
     except OSError as err:
@@ -268,5 +265,7 @@ def _move(source: Path, target: Path) -> None:
             raise
         partial = target.with_suffix(".part")
         shutil.copyfile(source, partial)
+        if sync:
+            _sync_file(partial)
         os.replace(partial, target)
         os.unlink(source)

@@ -25,7 +25,7 @@ from .ownership import FolderOwnership
 from .pacs import send_options
 from .pending_view import PendingDescriber
 from .permissions import restrict_storage, use_private_umask
-from .receiver import Receiver, ReceiverStartError, clear_incoming
+from .receiver import Receiver, ReceiverStartError, file_incoming
 from .requeue import RequestWatcher
 from .runtime import configure_process, forget_temp_folder
 from .settings import SETTINGS, Settings, receive_tls_context, unknown_keys
@@ -186,14 +186,16 @@ class Engine:
         return f"bridge started; {receiving}; {sending}; storage {self.layout.root}"
 
     def _recover(self) -> None:
-        clear_incoming(self.layout)
         for leftover in self.layout.staging.iterdir():  # half-written ZIPs of a crash
             leftover.unlink() if leftover.is_file() else shutil.rmtree(leftover, ignore_errors=True)
         recovered = self.aggregator.recover()
-        if recovered:
-            images = sum(s.image_count for s in recovered)
+        incoming = file_incoming(self.layout, self.aggregator)  # after recover(): into the adopted folders
+        if recovered or incoming.filed:
+            pending = self.aggregator.pending()
+            images = sum(s.image_count for s in pending)
+            filed = f", {incoming.filed} of them not yet filed when it stopped" if incoming.filed else ""
             self.logbook.add(LogEntry(action=RECEIVE, status=INFO,
-                                      detail=f"resumed {len(recovered)} pending studies ({images} images) "
+                                      detail=f"resumed {len(pending)} pending studies ({images} images{filed}) "
                                              f"from an earlier run; zipping after the timeout"))
 
     def stuck_workers(self, max_age_seconds: float) -> list[str]:

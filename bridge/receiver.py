@@ -395,15 +395,44 @@ def resolve_hosts(hosts: tuple[str, ...]) -> set[str]:
     return addresses
 
 
-def clear_incoming(layout: StorageLayout) -> int:
-    """Delete partial receptions left by a crash: they were never acknowledged, the PACS resends."""
-    removed = 0
-    for leftover in layout.incoming.iterdir():
+@dataclass(frozen=True)
+class IncomingFiled:
+    """What start-up found in ``incoming/``: images filed into their studies, partial files deleted."""
+
+    filed: int
+    removed: int
+
+
+def file_incoming(layout: StorageLayout, aggregator: Aggregator) -> IncomingFiled:
+    """File the whole images an earlier run left in ``incoming/``; delete the partial ones.
+
+    Why: with ``receive.sync_before_ack`` the answer waits for the image's data (fdatasync), not
+    for its rename into the study's spool folder: the rename becomes durable with the file
+    system's next journal commit (the next image's sync, the ZIP's). After a power cut an
+    acknowledged image is therefore either in its study folder or still here, whole and synced,
+    and must be filed, not deleted. Whole but never acknowledged (cut between the last byte and
+    the answer) is filed too: the PACS sends it again and an identical resend is stored once.
+    """
+    filed = removed = 0
+    for leftover in sorted(layout.incoming.iterdir()):
         try:
+            if leftover.is_file() and _file_whole_image(leftover, aggregator):
+                filed += 1
+                continue
             leftover.unlink() if leftover.is_file() else shutil.rmtree(leftover)
             removed += 1
-        except OSError:
-            log.warning("cannot remove leftover %s", leftover)
-    return removed
+        except OSError as err:
+            log.warning("cannot file or remove leftover %s: %s", leftover, err)
+    return IncomingFiled(filed=filed, removed=removed)
 
 
+def _file_whole_image(path: Path, aggregator: Aggregator) -> bool:
+    """Into its study's spool folder if it is a whole image with a Study Instance UID (as the
+    receiver files it); False: partial or unreadable, never acknowledged."""
+    try:
+        check_file(path)
+        identity = read_identity(path)
+    except Exception:  # noqa: BLE001 - partial or unreadable: the receiver would have refused it
+        return False
+    aggregator.store(identity.study_uid, identity.sop_uid or path.stem, path)
+    return True

@@ -1,0 +1,90 @@
+"""Images left in ``.bridge/incoming/`` by an earlier run: whole ones are filed, partial ones deleted.
+
+With ``receive.sync_before_ack`` the answer waits for the image's data on disk, not for its
+rename into the study's spool folder (a second journal commit per image). After a power cut an
+acknowledged image may therefore still sit in ``incoming/``, whole and synced: start-up must file
+it into its study (and so into the study's ZIP), and still delete what never arrived whole.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import replace
+from pathlib import Path
+
+from pydicom import dcmread
+
+from bridge.aggregator import Aggregator
+from bridge.events import StudyRouted
+from bridge.layout import StorageLayout
+from bridge.logbook import RECEIVE
+from bridge.receiver import file_incoming
+
+from .conftest import start_running_bridge
+from .studies import make_study
+
+
+def _leave_in_incoming(layout: StorageLayout, study_folder: Path) -> dict[str, Path]:
+    """What a crash can leave: a whole image, the same cut short, bytes that are no DICOM, an
+    image without a Study Instance UID, a folder."""
+    whole = make_study(study_folder / "whole", count=1).files[0]
+    no_study = make_study(study_folder / "no_study", count=1, customize=lambda ds: delattr(ds, "StudyInstanceUID"))
+    left = {
+        "whole": layout.incoming / "tmpwhole.dcm",
+        "cut": layout.incoming / "tmpcut.dcm",
+        "garbage": layout.incoming / "tmpgarbage.dcm",
+        "no_study": layout.incoming / "tmpnostudy.dcm",
+    }
+    left["whole"].write_bytes(whole.read_bytes())
+    left["cut"].write_bytes(whole.read_bytes()[:-1000])
+    left["garbage"].write_bytes(b"\0" * 200)
+    left["no_study"].write_bytes(no_study.files[0].read_bytes())
+    (layout.incoming / "tmpfolder").mkdir()
+    return left
+
+
+def test_start_up_files_whole_images_and_deletes_the_rest(tmp_path):
+    layout = StorageLayout(tmp_path / "store")
+    layout.ensure()
+    left = _leave_in_incoming(layout, tmp_path / "made")
+    whole = dcmread(left["whole"])
+    aggregator = Aggregator(spool=layout.spool, quiet_seconds=lambda: 60)
+
+    result = file_incoming(layout, aggregator)
+
+    assert (result.filed, result.removed) == (1, 4)
+    assert list(layout.incoming.iterdir()) == []
+    (pending,) = aggregator.pending()
+    assert pending.key == whole.StudyInstanceUID
+    assert list(pending.files) == [whole.SOPInstanceUID]
+    assert pending.files[whole.SOPInstanceUID].read_bytes() == (tmp_path / "made" / "whole").joinpath(
+        next((tmp_path / "made" / "whole").iterdir()).name).read_bytes()
+
+
+def test_an_image_left_in_incoming_joins_its_study_and_its_zip(bridge_settings, tmp_path):
+    """The study's other images are in its spool folder (renamed before the cut); the one left in
+    incoming/ is filed beside them and the one ZIP holds all three."""
+    settings = replace(bridge_settings, receive_timeout_seconds=1)
+    study = make_study(tmp_path / "study", count=3)
+    layout = StorageLayout(settings.storage_folder)
+    layout.ensure()
+    folder = layout.spool / f"{study.uid}~1"
+    folder.mkdir()
+    for path in study.files[:2]:
+        (folder / f"{dcmread(path).SOPInstanceUID}.dcm").write_bytes(path.read_bytes())
+    (layout.incoming / "tmpleft.dcm").write_bytes(study.files[2].read_bytes())
+
+    running = start_running_bridge(settings)
+    try:
+        routed = running.wait_for(lambda e: isinstance(e, StudyRouted), timeout=60)
+        assert isinstance(routed, StudyRouted)
+        rows = [row.detail for row in running.engine.logbook.newest() if row.action == RECEIVE]
+    finally:
+        running.engine.stop(grace_seconds=2)
+    with zipfile.ZipFile(routed.target) as archive:
+        names = [name for name in archive.namelist() if name.endswith(".dcm")]
+        sops = {dcmread(archive.open(name)).SOPInstanceUID for name in names}
+    assert sops == {dcmread(path).SOPInstanceUID for path in study.files}
+    assert any("resumed 1 pending studies (3 images, 1 of them not yet filed when it stopped)" in row
+               for row in rows), rows
+    assert list(layout.incoming.iterdir()) == []
