@@ -33,7 +33,7 @@ from typing import TypeVar
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_receive import make_ct_study, peak_rss_mb, send  # noqa: E402
+from benchmarks.bench_receive import make_ct_study, peak_rss_mb, send, settle_disk  # noqa: E402
 from bridge.runtime import configure_process  # noqa: E402
 from tests.conftest import write_config  # noqa: E402
 from tests.pacs import Orthanc, StoreSCP  # noqa: E402
@@ -52,6 +52,7 @@ def make_zip(study: Path, target: Path) -> Path:
 @contextmanager
 def running(peer: PeerT) -> Iterator[PeerT]:
     """A fresh peer (Orthanc, storescp) for one measurement, stopped afterwards whatever happens."""
+    settle_disk()
     try:
         yield peer
     finally:
@@ -88,6 +89,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def bench_bridge(zip_path: Path, work: Path, parallel: int, images: int, peer: str = "orthanc") -> dict[str, float]:
+    settle_disk()
     orthanc = Orthanc(work / "orthanc") if peer == "orthanc" else StoreSCP(work / "scp")
     store = work / "store"
     config = write_config(work / "bridge.toml", general__storage_folder=str(store), general__min_free_mb=0,

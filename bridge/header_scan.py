@@ -185,12 +185,21 @@ def dataset_start(head: bytes) -> int | None:
 
 def file_meta_from_head(head: bytes) -> tuple[str, str, str] | None:
     """(SOP class, SOP instance, transfer syntax) from a file's first bytes, or None if not there."""
+    return file_meta_and_scan(head, None, whole_file=False)[0]
+
+
+def file_meta_and_scan(head: bytes, wanted: set[int] | None,
+                       whole_file: bool) -> tuple[tuple[str, str, str] | None, HeaderScan | None]:
+    """``file_meta_from_head`` and ``scan_head`` (when ``wanted``) of the same bytes, the file meta
+    walked once: the outbox plans every member of a ZIP before the first image goes."""
     try:
-        values, _ = _file_meta(head)
+        values, pos = _file_meta(head)
     except (_Unsure, struct.error):
-        return None
+        return None, None
     found = tuple(values.get(tag, "") for tag in (0x00020002, 0x00020003, 0x00020010))
-    return found if all(found) else None  # type: ignore[return-value]
+    if not all(found):
+        return None, None
+    return found, (None if wanted is None else _scan_dataset(head, found[2], pos, wanted, whole_file))  # type: ignore[return-value]
 
 
 def scan_header(path: Path, wanted: set[int]) -> HeaderScan | None:
@@ -204,8 +213,16 @@ def scan_head(head: bytes, wanted: set[int], whole_file: bool) -> HeaderScan | N
     """``scan_header`` of a Part-10 file's first bytes (``whole_file``: they are all of it)."""
     try:
         syntax, pos = _meta(head)
-        if syntax == DEFLATED_TS:
-            return None
+    except (_Unsure, struct.error):
+        return None
+    return _scan_dataset(head, syntax, pos, wanted, whole_file)
+
+
+def _scan_dataset(head: bytes, syntax: str, pos: int, wanted: set[int], whole_file: bool) -> HeaderScan | None:
+    """The top-level walk of ``scan_head`` from the dataset's start ``pos``."""
+    if syntax == DEFLATED_TS:
+        return None
+    try:
         walker = _Walker(head, ">" if syntax == EXPLICIT_BE_TS else "<", implicit=syntax == IMPLICIT_LE_TS)
         elements, group_lengths = _top_level(walker, pos, wanted, ends_file=whole_file)
     except (_Unsure, struct.error):

@@ -250,46 +250,53 @@ def send_batch(target: PacsTarget, batch: list[FileMeta], report: SendReport, wa
         for cx in assoc.accepted_contexts:
             accepted[str(cx.abstract_syntax)].add(str(cx.transfer_syntax[0]))
         done = set(report.delivered) | set(report.failed)
-        for message_id, meta in enumerate(batch, start=1):
-            if meta.path in done:
-                continue
-            data = wait(meta)
-            to_send: Path | Dataset = meta.path
-            fast_context = fast_send.usable_context(assoc, meta.sop_class, meta.transfer_syntax) \
-                if assoc.is_established else None  # set: the file goes as it is, through the fast path
-            if data is not None and fast_context is None:
-                write_whole(meta.path, data)  # pynetdicom and the converter read files; a later try finds it
-                data = None
-            if meta.transfer_syntax not in accepted[meta.sop_class]:
-                converted = _converted_copy(meta, accepted[meta.sop_class], convert_into, report)
-                if converted is None:
-                    continue
-                to_send = converted
-            elif meta.transfer_syntax == DeflatedExplicitVRLittleEndian:
-                dataset = _deflated_dataset(meta, report)  # pynetdicom re-deflates it, padded to even length
-                if dataset is None:
-                    continue
-                to_send = dataset
-            if not assoc.is_established:  # e.g. a PACS closing idle associations while we unpacked
-                raise TransientSendError("the PACS closed the association while the bridge was unpacking")
-            try:
-                status = _store(assoc, to_send, meta, message_id % 0x10000 or 1, fast_context, data)
-            except RuntimeError as err:  # pynetdicom: "association ... must be established"
-                raise TransientSendError(f"the association ended while sending ({err})") from None
-            if status is None:
-                raise TransientSendError("the association ended while sending (aborted or timed out)")
-            if _is_stored(int(status)):
-                report.delivered.append(meta.path)
-                report.deferred.pop(meta.path, None)
-                if status:
-                    report.warnings[meta.path] = int(status)
-            elif is_out_of_resources(int(status)):
-                report.deferred[meta.path] = f"the PACS answered {describe_status(int(status))}"
-            else:
-                report.failed[meta.path] = f"the PACS answered {describe_status(int(status))}"
+        with fast_send.reactor_held(assoc):
+            _store_batch(assoc, batch, done, accepted, wait, convert_into, report)
     finally:
         if assoc.is_established:
             assoc.release()
+
+
+def _store_batch(assoc, batch: list[FileMeta], done: set[Path], accepted: dict[str, set[str]],  # noqa: ANN001
+                 wait: WaitForFile, convert_into: Path | None, report: SendReport) -> None:
+    """The C-STOREs of one association, in order; each result goes into ``report``."""
+    for message_id, meta in enumerate(batch, start=1):
+        if meta.path in done:
+            continue
+        data = wait(meta)
+        to_send: Path | Dataset = meta.path
+        fast_context = fast_send.usable_context(assoc, meta.sop_class, meta.transfer_syntax) \
+            if assoc.is_established else None  # set: the file goes as it is, through the fast path
+        if data is not None and fast_context is None:
+            write_whole(meta.path, data)  # pynetdicom and the converter read files; a later try finds it
+            data = None
+        if meta.transfer_syntax not in accepted[meta.sop_class]:
+            converted = _converted_copy(meta, accepted[meta.sop_class], convert_into, report)
+            if converted is None:
+                continue
+            to_send = converted
+        elif meta.transfer_syntax == DeflatedExplicitVRLittleEndian:
+            dataset = _deflated_dataset(meta, report)  # pynetdicom re-deflates it, padded to even length
+            if dataset is None:
+                continue
+            to_send = dataset
+        if not assoc.is_established:  # e.g. a PACS closing idle associations while we unpacked
+            raise TransientSendError("the PACS closed the association while the bridge was unpacking")
+        try:
+            status = _store(assoc, to_send, meta, message_id % 0x10000 or 1, fast_context, data)
+        except RuntimeError as err:  # pynetdicom: "association ... must be established"
+            raise TransientSendError(f"the association ended while sending ({err})") from None
+        if status is None:
+            raise TransientSendError("the association ended while sending (aborted or timed out)")
+        if _is_stored(int(status)):
+            report.delivered.append(meta.path)
+            report.deferred.pop(meta.path, None)
+            if status:
+                report.warnings[meta.path] = int(status)
+        elif is_out_of_resources(int(status)):
+            report.deferred[meta.path] = f"the PACS answered {describe_status(int(status))}"
+        else:
+            report.failed[meta.path] = f"the PACS answered {describe_status(int(status))}"
 
 
 def _store(assoc, to_send: Path | Dataset, meta: FileMeta, message_id: int,  # noqa: ANN001

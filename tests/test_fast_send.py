@@ -717,6 +717,48 @@ def test_converted_and_deflated_files_go_through_pynetdicom_in_the_same_batch(te
     assert uids == [str(dcmread(path, stop_before_pixels=True).SOPInstanceUID) for path in (plain, rle, deflated)]
 
 
+class CountingCheckpoint(threading.Event):
+    """An association's reactor checkpoint that counts how often the reactor is let go on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.resumed = 0
+        super().set()
+
+    def set(self) -> None:
+        self.resumed += 1
+        super().set()
+
+
+def test_the_reactor_stays_parked_from_one_image_to_the_next(temp_in, monkeypatch):
+    """Resuming the association's reactor after every image woke its thread once per image; it is
+    let go only after a file pynetdicom sent (its send_c_store resumes it) and when the batch ends."""
+    from pynetdicom import _config
+
+    monkeypatch.setattr(_config, "UNRESTRICTED_STORAGE_SERVICE", False)  # the peer refuses RLE for MR
+    checkpoints: list[CountingCheckpoint] = []
+    keep = sender.keep_responses_from_reactor
+
+    def counting(assoc) -> None:  # noqa: ANN001
+        checkpoints.append(CountingCheckpoint())
+        assoc._reactor_checkpoint = checkpoints[-1]
+        keep(assoc)
+
+    monkeypatch.setattr(sender, "keep_responses_from_reactor", counting)
+    peer = PynetdicomSCP(contexts={CT_IMAGE: [ExplicitVRLittleEndian],
+                                   "1.2.840.10008.5.1.4.1.1.4": [ExplicitVRLittleEndian, ImplicitVRLittleEndian]})
+    plain = make_study(temp_in / "study", count=6).files
+    rle = Path(pydicom.data.get_testdata_file("MR_small_RLE.dcm"))
+    try:
+        report = send(target_for(peer.port, peer.aet), [*plain[:3], rle, *plain[3:]],
+                      convert_into=temp_in / "converted")
+    finally:
+        peer.stop()
+    assert report.ok and len(report.delivered) == 7, report.failed
+    (checkpoint,) = checkpoints
+    assert checkpoint.resumed <= 4  # after the converted file, at the end, by release() and kill(); was 9
+
+
 # -- 4. faults: the file, the connection and the peer let the sender down -------------------------
 def associate(port: int, aet: str, *syntaxes: str, **options: object):  # noqa: ANN201
     ae = FastSendAE(ae_title="BRIDGE")

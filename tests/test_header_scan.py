@@ -6,10 +6,14 @@ from pathlib import Path
 
 import pydicom.data
 import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset
 
 from bridge import header_scan
 from bridge.header_scan import SCAN_BYTES, dataset_start, peek_dataset, scan_header
 from bridge.instance import image_fact_tags
+
+from .studies import make_study
 
 SAMPLES = sorted(p for folder in ("test_files", "charset_files")
                  for p in (Path(pydicom.data.__file__).parent / folder).glob("*.dcm"))
@@ -56,3 +60,33 @@ def test_the_quick_step_changes_no_answer(wanted, monkeypatch):
     assert len(quick) == len(slow) > 1000
     assert quick == slow
     assert sum(1 for found in quick if found is not None) > 500
+
+
+def test_the_outbox_plan_reads_further_when_the_header_goes_beyond_the_first_bytes(tmp_path):
+    """plan() inflates 4 kB of each member first; a long file meta or a long element before the
+    Modality is read to 16 kB, so the file meta and the Modality are found as before."""
+    from bridge.safe_unzip import FIRST_HEAD_BYTES, ZipUnpacker
+
+    from .test_send import zip_of  # imported here: test_send is a large module
+
+    def long_meta(ds: Dataset) -> None:
+        ds.file_meta.add_new(0x00020102, "OB", b"\x01" * (FIRST_HEAD_BYTES + 100))  # Private Information
+
+    def long_image_type(ds: Dataset) -> None:
+        ds.ImageType = ["ORIGINAL", "PRIMARY", *(["AXIAL"] * (FIRST_HEAD_BYTES // 6))]
+
+    files = [make_study(tmp_path / name, count=1, modality="MR", customize=change).files[0]
+             for name, change in (("plain", None), ("meta", long_meta), ("image_type", long_image_type))]
+    archive = tmp_path / "study.zip"
+    archive.write_bytes(zip_of(files))
+    unpacker = ZipUnpacker(archive, tmp_path / "work")
+    try:
+        metas = unpacker.plan()
+    finally:
+        unpacker.close()
+    assert [(m.sop_class, m.sop_instance, m.transfer_syntax) for m in metas] == [
+        (str(ds.SOPClassUID), str(ds.SOPInstanceUID), str(ds.file_meta.TransferSyntaxUID))
+        for ds in map(dcmread, files)]
+    assert [unpacker.modalities[m.path] for m in metas] == ["MR", "MR", "MR"]
+    assert dcmread(files[1]).file_meta.FileMetaInformationGroupLength > FIRST_HEAD_BYTES  # the cases are real
+    assert files[2].read_bytes().index(b"\x08\x00\x60\x00CS") > FIRST_HEAD_BYTES
