@@ -77,6 +77,7 @@ PYNETDICOM_LOGGER = logging.getLogger("pynetdicom")
 READ_BYTES = 1024 * 1024  # the dataset is read and written in pieces of about this size
 PRIORITY_LOW = 2  # pynetdicom's default for send_c_store
 PAUSE_POLL_SECONDS = 0.0001  # as pynetdicom's send_c_store waits for its reactor to park
+_COUNTING = threading.Lock()  # FastSendDUL's counters: several associations' DUL threads add to them
 HELD = "_bridge_reactor_held"  # set by reactor_held: _exchange leaves the reactor parked
 PROGRESS_POLL_SECONDS = 1.0  # while waiting for a response: how often to look whether bytes still flow
 
@@ -235,7 +236,8 @@ class FastSendDUL(EventDrivenDUL):
             message.finish()
             self.event_queue.put("Evt17")  # as pynetdicom's AssociationSocket.send
             return
-        FastSendDUL.sent += 1
+        with _COUNTING:
+            FastSendDUL.sent += 1
         message.finish()
 
     def _send(self, pdu: Any) -> None:
@@ -261,7 +263,8 @@ class FastSendDUL(EventDrivenDUL):
         if response is None:
             self._deliver(bytearray(header) + body)
         else:
-            FastSendDUL.responses += 1
+            with _COUNTING:
+                FastSendDUL.responses += 1
             self.assoc.dimse.msg_queue.put(response)
         return True
 
