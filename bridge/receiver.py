@@ -416,10 +416,11 @@ def file_incoming(layout: StorageLayout, aggregator: Aggregator) -> IncomingFile
     filed = removed = 0
     for leftover in sorted(layout.incoming.iterdir()):
         try:
-            if leftover.is_file() and _file_whole_image(leftover, aggregator):
+            regular = leftover.is_file() and not leftover.is_symlink()  # a link is never followed into a study
+            if regular and _file_whole_image(leftover, aggregator):
                 filed += 1
                 continue
-            leftover.unlink() if leftover.is_file() else shutil.rmtree(leftover)
+            leftover.unlink() if regular or leftover.is_symlink() else shutil.rmtree(leftover)
             removed += 1
         except OSError as err:
             log.warning("cannot file or remove leftover %s: %s", leftover, err)

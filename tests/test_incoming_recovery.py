@@ -26,7 +26,7 @@ from .studies import make_study
 
 def _leave_in_incoming(layout: StorageLayout, study_folder: Path) -> dict[str, Path]:
     """What a crash can leave: a whole image, the same cut short, bytes that are no DICOM, an
-    image without a Study Instance UID, a folder."""
+    image without a Study Instance UID, a folder; and a link to a whole image elsewhere."""
     whole = make_study(study_folder / "whole", count=1).files[0]
     no_study = make_study(study_folder / "no_study", count=1, customize=lambda ds: delattr(ds, "StudyInstanceUID"))
     left = {
@@ -40,6 +40,7 @@ def _leave_in_incoming(layout: StorageLayout, study_folder: Path) -> dict[str, P
     left["garbage"].write_bytes(b"\0" * 200)
     left["no_study"].write_bytes(no_study.files[0].read_bytes())
     (layout.incoming / "tmpfolder").mkdir()
+    (layout.incoming / "tmplink.dcm").symlink_to(whole)  # never followed: the image elsewhere stays out
     return left
 
 
@@ -52,8 +53,9 @@ def test_start_up_files_whole_images_and_deletes_the_rest(tmp_path):
 
     result = file_incoming(layout, aggregator)
 
-    assert (result.filed, result.removed) == (1, 4)
+    assert (result.filed, result.removed) == (1, 5)
     assert list(layout.incoming.iterdir()) == []
+    assert (tmp_path / "made" / "whole").is_dir() and any((tmp_path / "made" / "whole").iterdir())
     (pending,) = aggregator.pending()
     assert pending.key == whole.StudyInstanceUID
     assert list(pending.files) == [whole.SOPInstanceUID]
