@@ -196,10 +196,10 @@ def file_meta_and_scan(head: bytes, wanted: set[int] | None,
         values, pos = _file_meta(head)
     except (_Unsure, struct.error):
         return None, None
-    found = tuple(values.get(tag, "") for tag in (0x00020002, 0x00020003, 0x00020010))
+    found = (values.get(0x00020002, ""), values.get(0x00020003, ""), values.get(0x00020010, ""))
     if not all(found):
         return None, None
-    return found, (None if wanted is None else _scan_dataset(head, found[2], pos, wanted, whole_file))  # type: ignore[return-value]
+    return found, None if wanted is None else _scan_dataset(head, found[2], pos, wanted, whole_file)
 
 
 def scan_header(path: Path, wanted: set[int]) -> HeaderScan | None:
