@@ -197,6 +197,13 @@ class Engine:
             self.logbook.add(LogEntry(action=RECEIVE, status=INFO,
                                       detail=f"resumed {len(pending)} pending studies ({images} images{filed}) "
                                              f"from an earlier run; zipping after the timeout"))
+        if incoming.kept:
+            reasons = "; ".join(sorted(set(incoming.kept.values())))
+            self.logbook.add(LogEntry(action=RECEIVE, status=WARNING, needs_attention=True,
+                                      target=str(self.layout.incoming),
+                                      detail=f"{len(incoming.kept)} files received before the stop could be neither "
+                                             f"filed nor removed ({reasons}); they stay in {self.layout.incoming} "
+                                             f"and are tried again at the next start"))
 
     def stuck_workers(self, max_age_seconds: float) -> list[str]:
         """Workers that died or did not tick for ``max_age_seconds`` (the service watchdog asks)."""

@@ -401,6 +401,7 @@ class IncomingFiled:
 
     filed: int
     removed: int
+    kept: dict[str, str]  # file name -> why it could be neither filed nor removed (tried again at the next start)
 
 
 def file_incoming(layout: StorageLayout, aggregator: Aggregator) -> IncomingFiled:
@@ -414,6 +415,7 @@ def file_incoming(layout: StorageLayout, aggregator: Aggregator) -> IncomingFile
     the answer) is filed too: the PACS sends it again and an identical resend is stored once.
     """
     filed = removed = 0
+    kept: dict[str, str] = {}
     for leftover in sorted(layout.incoming.iterdir()):
         try:
             regular = leftover.is_file() and not leftover.is_symlink()  # a link is never followed into a study
@@ -424,7 +426,8 @@ def file_incoming(layout: StorageLayout, aggregator: Aggregator) -> IncomingFile
             removed += 1
         except OSError as err:
             log.warning("cannot file or remove leftover %s: %s", leftover, err)
-    return IncomingFiled(filed=filed, removed=removed)
+            kept[leftover.name] = err.strerror or str(err)
+    return IncomingFiled(filed=filed, removed=removed, kept=kept)
 
 
 def _file_whole_image(path: Path, aggregator: Aggregator) -> bool:

@@ -15,7 +15,7 @@ from pathlib import Path
 from pydicom import dcmread
 
 from bridge.aggregator import Aggregator
-from bridge.events import StudyRouted
+from bridge.events import LogBookEntryAdded, StudyRouted
 from bridge.layout import StorageLayout
 from bridge.logbook import RECEIVE
 from bridge.receiver import file_incoming
@@ -90,3 +90,30 @@ def test_an_image_left_in_incoming_joins_its_study_and_its_zip(bridge_settings, 
     assert any("resumed 1 pending studies (3 images, 1 of them not yet filed when it stopped)" in row
                for row in rows), rows
     assert list(layout.incoming.iterdir()) == []
+
+
+def test_an_image_that_cannot_be_filed_stays_and_the_log_book_says_so(bridge_settings, tmp_path, monkeypatch):
+    """A full disk at start-up: the whole image is neither filed nor lost; it waits in incoming/
+    for the next start, and the admin is told (needs attention)."""
+    import errno
+
+    def disk_full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    layout = StorageLayout(bridge_settings.storage_folder)
+    layout.ensure()
+    left = layout.incoming / "tmpleft.dcm"
+    left.write_bytes(make_study(tmp_path / "study", count=1).files[0].read_bytes())
+    monkeypatch.setattr(Aggregator, "store", disk_full)
+    running = start_running_bridge(bridge_settings)
+    try:
+        added = running.wait_for(lambda e: isinstance(e, LogBookEntryAdded) and e.entry is not None
+                                 and "neither filed" in e.entry.detail,
+                                 timeout=30)
+    finally:
+        running.engine.stop(grace_seconds=2)
+    assert left.exists()
+    assert isinstance(added, LogBookEntryAdded)
+    row = added.entry
+    assert row.action == RECEIVE and row.needs_attention  # mailed like a failure
+    assert "No space left on device" in row.detail and "next start" in row.detail
