@@ -177,7 +177,6 @@ class Receiver:
             self.process.kill()
             self.process.wait(timeout=60)
         shutil.rmtree(self.folder, ignore_errors=True)
-        settle_disk()
 
 
 def settle_disk() -> None:
@@ -188,6 +187,7 @@ def settle_disk() -> None:
 
 
 def start_receiver(kind: str, work: Path, baseline: Path | None = None) -> Receiver:
+    settle_disk()  # every measurement starts with the earlier ones written back
     port = free_port()
     folder = work / f"{kind}-{port}"
     folder.mkdir(parents=True)
@@ -226,7 +226,6 @@ def start_receiver(kind: str, work: Path, baseline: Path | None = None) -> Recei
 
 def measure(kind: str, work: Path, study: Path, images: int, parallel: bool,
             baseline: Path | None = None) -> dict[str, float]:
-    settle_disk()
     receiver = start_receiver(kind, work, baseline)
     try:
         before = cpu_seconds(receiver.process.pid)

@@ -246,20 +246,21 @@ def send_batch(target: PacsTarget, batch: list[FileMeta], report: SendReport, wa
         raise PacsUnreachable(why, failure)
     keep_responses_from_reactor(assoc)
     try:
-        accepted: dict[str, set[str]] = defaultdict(set)
-        for cx in assoc.accepted_contexts:
-            accepted[str(cx.abstract_syntax)].add(str(cx.transfer_syntax[0]))
-        done = set(report.delivered) | set(report.failed)
         with fast_send.reactor_held(assoc):
-            _store_batch(assoc, batch, done, accepted, wait, convert_into, report)
+            _store_batch(assoc, batch, wait, convert_into, report)
     finally:
         if assoc.is_established:
             assoc.release()
 
 
-def _store_batch(assoc, batch: list[FileMeta], done: set[Path], accepted: dict[str, set[str]],  # noqa: ANN001
-                 wait: WaitForFile, convert_into: Path | None, report: SendReport) -> None:
-    """The C-STOREs of one association, in order; each result goes into ``report``."""
+def _store_batch(assoc, batch: list[FileMeta], wait: WaitForFile,  # noqa: ANN001 - pynetdicom Association
+                 convert_into: Path | None, report: SendReport) -> None:
+    """The C-STOREs of one association, in order (files already in ``report`` skipped); each result
+    goes into ``report``."""
+    accepted: dict[str, set[str]] = defaultdict(set)
+    for cx in assoc.accepted_contexts:
+        accepted[str(cx.abstract_syntax)].add(str(cx.transfer_syntax[0]))
+    done = set(report.delivered) | set(report.failed)
     for message_id, meta in enumerate(batch, start=1):
         if meta.path in done:
             continue

@@ -24,43 +24,37 @@ from .conftest import start_running_bridge
 from .studies import make_study
 
 
-def _leave_in_incoming(layout: StorageLayout, study_folder: Path) -> dict[str, Path]:
+def _leave_in_incoming(layout: StorageLayout, study_folder: Path) -> Path:
     """What a crash can leave: a whole image, the same cut short, bytes that are no DICOM, an
-    image without a Study Instance UID, a folder; and a link to a whole image elsewhere."""
+    image without a Study Instance UID, a folder; and a link to a whole image elsewhere.
+    Returns the whole image's original (the link points to it)."""
     whole = make_study(study_folder / "whole", count=1).files[0]
     no_study = make_study(study_folder / "no_study", count=1, customize=lambda ds: delattr(ds, "StudyInstanceUID"))
-    left = {
-        "whole": layout.incoming / "tmpwhole.dcm",
-        "cut": layout.incoming / "tmpcut.dcm",
-        "garbage": layout.incoming / "tmpgarbage.dcm",
-        "no_study": layout.incoming / "tmpnostudy.dcm",
-    }
-    left["whole"].write_bytes(whole.read_bytes())
-    left["cut"].write_bytes(whole.read_bytes()[:-1000])
-    left["garbage"].write_bytes(b"\0" * 200)
-    left["no_study"].write_bytes(no_study.files[0].read_bytes())
+    (layout.incoming / "tmpwhole.dcm").write_bytes(whole.read_bytes())
+    (layout.incoming / "tmpcut.dcm").write_bytes(whole.read_bytes()[:-1000])
+    (layout.incoming / "tmpgarbage.dcm").write_bytes(b"\0" * 200)
+    (layout.incoming / "tmpnostudy.dcm").write_bytes(no_study.files[0].read_bytes())
     (layout.incoming / "tmpfolder").mkdir()
     (layout.incoming / "tmplink.dcm").symlink_to(whole)  # never followed: the image elsewhere stays out
-    return left
+    return whole
 
 
 def test_start_up_files_whole_images_and_deletes_the_rest(tmp_path):
     layout = StorageLayout(tmp_path / "store")
     layout.ensure()
-    left = _leave_in_incoming(layout, tmp_path / "made")
-    whole = dcmread(left["whole"])
+    original = _leave_in_incoming(layout, tmp_path / "made")
+    whole = dcmread(original)
     aggregator = Aggregator(spool=layout.spool, quiet_seconds=lambda: 60)
 
     result = file_incoming(layout, aggregator)
 
     assert (result.filed, result.removed) == (1, 5)
     assert list(layout.incoming.iterdir()) == []
-    assert (tmp_path / "made" / "whole").is_dir() and any((tmp_path / "made" / "whole").iterdir())
+    assert original.exists()  # the link's target was not moved into the study
     (pending,) = aggregator.pending()
     assert pending.key == whole.StudyInstanceUID
     assert list(pending.files) == [whole.SOPInstanceUID]
-    assert pending.files[whole.SOPInstanceUID].read_bytes() == (tmp_path / "made" / "whole").joinpath(
-        next((tmp_path / "made" / "whole").iterdir()).name).read_bytes()
+    assert pending.files[whole.SOPInstanceUID].read_bytes() == original.read_bytes()
 
 
 def test_an_image_left_in_incoming_joins_its_study_and_its_zip(bridge_settings, tmp_path):
